@@ -1,0 +1,48 @@
+# ssaf: `make test` and `make train` install everything they need on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow train lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ssaf needs Python 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install ssaf with its dev tools
+
+test: $(STAMP) ## run the fast test suite (no network, no GPU)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-slow: $(STAMP) ## run the slow tests too
+	$(PY) -m pytest $(ARGS)
+
+train: $(STAMP) ## run the default job offline (override with ARGS="task=mnli attn=softmax ...")
+	$(PY) train.py $(ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check src tests scripts train.py
+	$(VENV)/bin/ruff format --check src tests scripts train.py
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests scripts train.py
+	$(VENV)/bin/ruff format src tests scripts train.py
+
+bench: $(STAMP) ## transform and training-step benchmarks (prints tables)
+	$(PY) scripts/bench_transforms.py $(ARGS)
+
+clean: ## remove caches (keeps .venv and outputs/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,141 @@
+"""Benchmark the attention transforms against torch softmax and the `entmax` package, in one run.
+
+Prints, per attention shape (B, H, L, L) and with/without a padding mask: median milliseconds of the
+forward and of forward+backward, the ratio to softmax and to the entmax package's version of the same
+transform, and the largest deviation from a float64 reference (a correctness check on the same
+inputs). Run: ``python scripts/bench_transforms.py [--threads 2] [--repeats 15] [--device cpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+import ssaf.transforms as T
+
+try:
+    import entmax as E
+except ImportError:  # the oracle lives in the dev extra
+    E = None
+
+SHAPES = [(32, 12, 64, 64), (8, 12, 128, 128), (4, 12, 384, 384)]
+Fn = Callable[[Tensor, Tensor | None], Tensor]
+
+
+def scores(shape: tuple[int, ...], device: str, seed: int = 0) -> Tensor:
+    """Attention-like scores q.k / sqrt(d) with d = 64 and q, k ~ N(0, 2^2): std about 4."""
+    g = torch.Generator().manual_seed(seed)
+    b, h, lq, lk = shape
+    q = torch.randn(b, h, lq, 64, generator=g) * 2
+    k = torch.randn(b, h, lk, 64, generator=g) * 2
+    return (q @ k.transpose(-1, -2) / 8).to(device)
+
+
+def padding_mask(shape: tuple[int, ...], device: str, seed: int = 1) -> Tensor:
+    """(B, 1, 1, K) key mask: each sequence keeps between half and all of its positions."""
+    g = torch.Generator().manual_seed(seed)
+    b, _, _, lk = shape
+    lengths = torch.randint(lk // 2, lk + 1, (b,), generator=g)
+    return (torch.arange(lk)[None, :] < lengths[:, None]).view(b, 1, 1, lk).to(device)
+
+
+def ours() -> dict[str, Fn]:
+    return {
+        "softmax": lambda z, m: T.softmax(z, m),
+        "sparsemax": lambda z, m: T.sparsemax(z, m),
+        "sparsegen_lin(-2)": lambda z, m: T.sparsegen_lin(z, -2.0, m),
+        "entmax15": lambda z, m: T.entmax15(z, m),
+        "entmax_bisect(1.3)": lambda z, m: T.entmax_bisect(z, 1.3, m),
+    }
+
+
+def reference() -> dict[str, Fn]:
+    """The baselines: eager-BERT softmax (additive mask) and the entmax package (-inf mask)."""
+
+    def fill(z: Tensor, m: Tensor | None, value: float) -> Tensor:
+        return z if m is None else z.masked_fill(~m, value)
+
+    ref: dict[str, Fn] = {"softmax": lambda z, m: torch.softmax(fill(z, m, torch.finfo(z.dtype).min), -1)}
+    if E is not None:
+        ref["sparsemax"] = lambda z, m: E.sparsemax(fill(z, m, float("-inf")), -1)
+        ref["sparsegen_lin(-2)"] = lambda z, m: E.sparsemax(fill(z / 3.0, m, float("-inf")), -1)
+        ref["entmax15"] = lambda z, m: E.entmax15(fill(z, m, float("-inf")), -1)
+        ref["entmax_bisect(1.3)"] = lambda z, m: E.entmax_bisect(fill(z, m, float("-inf")), 1.3, -1)
+    return ref
+
+
+def timed(fn: Fn, z: Tensor, m: Tensor | None, backward: bool, repeats: int) -> float:
+    sync = torch.cuda.synchronize if z.is_cuda else (lambda: None)
+    g = torch.randn_like(z)
+    times = []
+    for i in range(repeats + 2):  # two warm-up calls
+        x = z.detach().requires_grad_(backward)
+        sync()
+        t0 = time.perf_counter()
+        out = fn(x, m)
+        if backward:
+            out.backward(g)
+        sync()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def max_error(fn: Fn, z: Tensor, m: Tensor | None, oracle: Fn) -> float:
+    with torch.no_grad():
+        exact = oracle(z.double(), m)
+        return (fn(z, m).double() - exact).abs().max().item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shapes", default="all", help="'all' or indices into the shape list, e.g. 0,1")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    mine, ref = ours(), reference()
+    if E is None:
+        print("entmax package not installed (pip install -e '.[dev]'): ratios to it are omitted")
+    # The float64 oracle: the package where it exists (independent code), ours otherwise.
+    oracle = {name: ref.get(name, mine[name]) for name in mine}
+
+    print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}, median of {args.repeats}")
+    header = (
+        "| shape (B,H,L,L) | mask | transform | fwd ms | fwd x softmax | fwd x entmax | "
+        "fwd+bwd ms | f+b x softmax | f+b x entmax | entmax f+b ms | max abs err vs f64 |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for shape in shapes:
+        z = scores(shape, args.device)
+        for masked in (False, True):
+            m = padding_mask(shape, args.device) if masked else None
+            base_f = timed(ref["softmax"], z, m, False, args.repeats)
+            base_b = timed(ref["softmax"], z, m, True, args.repeats)
+            for name, fn in mine.items():
+                f = timed(fn, z, m, False, args.repeats)
+                b = timed(fn, z, m, True, args.repeats)
+                if name in ref and name != "softmax":
+                    rf = timed(ref[name], z, m, False, args.repeats)
+                    rb = timed(ref[name], z, m, True, args.repeats)
+                    vs_f, vs_b, rb_s = f"{rf / f:.1f}x faster", f"{rb / b:.1f}x faster", f"{rb:.1f}"
+                else:
+                    vs_f = vs_b = rb_s = "-"
+                err = max_error(fn, z, m, oracle[name])
+                print(
+                    f"| {shape} | {'pad' if masked else 'none'} | {name} | {f:.2f} | {f / base_f:.2f} | {vs_f} "
+                    f"| {b:.2f} | {b / base_b:.2f} | {vs_b} | {rb_s} | {err:.1e} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The one adapter between ssaf's transforms and transformers' attention contract (transformers 5.x).
+
+What it registers, once, when ``ssaf`` is imported:
+
+* ``"ssaf"`` in ``AttentionInterface`` (the attention function below) and in ``AttentionMaskInterface``
+  (transformers' boolean sdpa mask). Without the mask entry transformers silently passes
+  ``attention_mask=None`` to a custom attention, and padding is attended.
+* For each supported encoder family (BERT, RoBERTa, DistilBERT, ELECTRA): a config class
+  ``model_type = "ssaf_<family>"`` that defaults to the ``"ssaf"`` attention and carries the transform
+  spec (``config.ssaf_attention``), and model classes for the base model, sequence classification and
+  question answering, registered with the Auto classes. So ``AutoModelFor...from_pretrained(dir)`` on a
+  saved ssaf model restores its transform and its learned per-head parameters, and
+  ``transformers.pipeline(..., model=dir)`` works.
+
+The attention function reads the spec from ``module.config`` on every call; learned per-head alpha/lam
+are parameters of each self-attention module (``module.ssaf_alpha`` / ``module.ssaf_lam``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertModel,
+    DistilBertConfig,
+    DistilBertForQuestionAnswering,
+    DistilBertForSequenceClassification,
+    DistilBertModel,
+    ElectraConfig,
+    ElectraForQuestionAnswering,
+    ElectraForSequenceClassification,
+    ElectraModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaModel,
+)
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import AttentionInterface
+
+from ssaf import transforms as T
+
+ATTN_IMPLEMENTATION = "ssaf"
+
+# name -> (description, parameter it uses)
+TRANSFORMS: dict[str, str] = {
+    "softmax": "dense softmax (the baseline)",
+    "sparsemax": "sparsemax (lam = 0)",
+    "sparse": "SSAF sparsegen-lin with a fixed lam < 1",
+    "entmax15": "exact 1.5-entmax",
+    "entmax": "alpha-entmax with a fixed alpha > 1",
+    "learned_alpha": "alpha-entmax with one learned alpha in (1, 2] per head, initialised at alpha",
+    "learned_lam": "sparsegen-lin with one learned lam < 1 per head, initialised at lam",
+}
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Which transform the attention uses, and its parameters (validated on construction)."""
+
+    transform: str = "sparse"
+    lam: float = 0.0
+    alpha: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            valid = ", ".join(TRANSFORMS)
+            raise ValueError(f"unknown attention transform {self.transform!r}; valid transforms: {valid}")
+        if not (math.isfinite(self.lam) and self.lam < 1):
+            raise ValueError(f"lam must be finite and < 1, got {self.lam} (lam = 0 is sparsemax)")
+        if not (math.isfinite(self.alpha) and self.alpha > 1):
+            raise ValueError(f"alpha must be finite and > 1, got {self.alpha}; use transform 'softmax' for alpha = 1")
+        if self.transform == "learned_alpha" and not T.LearnedAlpha.A_MIN < self.alpha < 2:
+            raise ValueError(
+                f"learned_alpha starts from alpha in ({T.LearnedAlpha.A_MIN}, 2), got {self.alpha}; "
+                "use transform 'sparsemax' for alpha = 2"
+            )
+
+    @property
+    def learned(self) -> bool:
+        return self.transform.startswith("learned_")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig) -> AttentionSpec:
+        spec = getattr(config, "ssaf_attention", None)
+        if spec is None:
+            raise ValueError(
+                f"config of type {type(config).__name__} has no ssaf_attention; build the model with "
+                "ssaf.attention.ssaf_config(base_config, AttentionSpec(...))"
+            )
+        return cls(**spec)
+
+
+# ----------------------------------------------------------------------------- the attention function
+
+
+def probabilities(spec: AttentionSpec, scores: Tensor, mask: Tensor | None, module: nn.Module) -> Tensor:
+    """Apply the spec's transform to (B, H, Q, K) scores with a boolean mask (True = may attend)."""
+    t = spec.transform
+    if t == "softmax":
+        return T.softmax(scores, mask)
+    if t == "sparsemax":
+        return T.sparsemax(scores, mask)
+    if t == "sparse":
+        return T.sparsegen_lin(scores, spec.lam, mask)
+    if t == "entmax15":
+        return T.entmax15(scores, mask)
+    if t == "entmax":
+        return T.entmax_bisect(scores, spec.alpha, mask)
+    if t == "learned_alpha":
+        return T.entmax_bisect(scores, _learned(module, "ssaf_alpha")(), mask)
+    return T.sparsegen_lin(scores, _learned(module, "ssaf_lam")(), mask)
+
+
+def _learned(module: nn.Module, name: str) -> nn.Module:
+    param = getattr(module, name, None)
+    if param is None:
+        raise RuntimeError(
+            f"{type(module).__name__} has no {name}: the model was not built by ssaf. Build it with "
+            "ssaf.attention.ssaf_config(...) and an Auto class after `import ssaf`."
+        )
+    return param
+
+
+def ssaf_attention_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """transformers' attention signature: q, k, v (B, H, L, D) -> (out (B, Q, H, D), probs (B, H, Q, K)).
+
+    ``attention_mask`` is None (no padding), boolean (True = attend, from the sdpa mask we register)
+    or an additive float mask (0 / finfo.min, from callers that build their own). The returned
+    probabilities are taken before dropout, so exact zeros in them are the transform's.
+    """
+    spec = AttentionSpec.from_config(module.config)
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
+    mask = None
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            mask = attention_mask
+        else:
+            scores = scores + attention_mask
+            mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
+    probs = probabilities(spec, scores, mask, module)  # (B, H, Q, K)
+    recorder = getattr(module, "_ssaf_recorder", None)
+    if recorder is not None:
+        recorder.update(module, probs, mask)
+    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(dropped, value).transpose(1, 2).contiguous()  # (B, Q, H, D)
+    return out, probs
+
+
+# ----------------------------------------------------------------------------- attention statistics
+
+
+class AttentionStats:
+    """Running per-(layer, head) sparsity statistics of the attention probabilities.
+
+    For every valid query row (a non-padding position) and its valid keys: the fraction of exact
+    zeros, the support size (number of non-zero probabilities) and the entropy ``-sum p log p``.
+    Collected inside the attention forward (no extra forward pass), before dropout.
+    """
+
+    def __init__(self) -> None:
+        self._layer_of: dict[int, int] = {}
+        self._sums: dict[int, Tensor] = {}  # layer -> (3, H): zero fraction, support, entropy sums
+        self._rows: dict[int, Tensor] = {}  # layer -> (H,) rows counted
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, probs: Tensor, mask: Tensor | None) -> None:
+        p = probs.float()
+        b, h, q, k = p.shape
+        if mask is None:
+            valid_keys = torch.full((b, 1, q, 1), float(k), device=p.device)
+            row_ok = torch.ones(b, 1, q, device=p.device, dtype=torch.bool)
+        else:
+            m = mask.expand(b, mask.shape[1], q, k)
+            valid_keys = m.sum(-1, keepdim=True).float()
+            key_valid = m.any(dim=-2)  # (B, h', K)
+            row_ok = (key_valid if q == k else torch.ones_like(m[..., 0])) & (valid_keys[..., 0] > 0)
+        support = (p > 0).sum(-1, keepdim=True).float()
+        zero_frac = 1 - support / valid_keys.clamp(min=1)
+        entropy = -torch.where(p > 0, p * p.clamp(min=1e-30).log(), 0.0).sum(-1, keepdim=True)
+        w = row_ok.expand(b, h, q).float().unsqueeze(-1)  # (B, H, Q, 1)
+        stats = torch.stack([(s * w).sum(dim=(0, 2, 3)) for s in (zero_frac, support, entropy)])  # (3, H)
+        layer = self._layer_of.setdefault(id(module), len(self._layer_of))
+        self._sums[layer] = self._sums.get(layer, 0) + stats.cpu()
+        self._rows[layer] = self._rows.get(layer, 0) + w.sum(dim=(0, 2, 3)).cpu()
+
+    def summary(self) -> dict[str, list[list[float]]]:
+        """``{"zero_fraction" | "support" | "entropy": [[value per head] per layer]}`` (means over rows)."""
+        out: dict[str, list[list[float]]] = {"zero_fraction": [], "support": [], "entropy": []}
+        for layer in sorted(self._sums):
+            mean = self._sums[layer] / self._rows[layer].clamp(min=1)
+            for i, name in enumerate(out):
+                out[name].append([round(v, 6) for v in mean[i].tolist()])
+        return out
+
+    def means(self) -> dict[str, float]:
+        """Means over all layers and heads."""
+        s = self.summary()
+        return {k: float(sum(map(sum, v)) / max(1, sum(map(len, v)))) for k, v in s.items()}
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The self-attention modules that call the attention interface, in layer order."""
+    return [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
+
+
+@contextmanager
+def record_attention_stats(model: nn.Module) -> Iterator[AttentionStats]:
+    """Collect :class:`AttentionStats` over every forward pass run inside the block."""
+    stats = AttentionStats()
+    modules = attention_modules(model)
+    for m in modules:
+        m._ssaf_recorder = stats
+    try:
+        yield stats
+    finally:
+        for m in modules:
+            m._ssaf_recorder = None
+
+
+# ----------------------------------------------------------------------------- learned parameters
+
+
+def attach_learned_parameters(model: nn.Module, spec: AttentionSpec) -> None:
+    """Give every self-attention module its per-head parameter when the spec learns one."""
+    if not spec.learned:
+        return
+    for m in attention_modules(model):
+        heads = getattr(m, "num_attention_heads", None) or m.n_heads
+        if spec.transform == "learned_alpha":
+            m.ssaf_alpha = T.LearnedAlpha(heads, init=spec.alpha)
+        else:
+            m.ssaf_lam = T.LearnedLambda(heads, init=spec.lam)
+
+
+def learned_values(model: nn.Module) -> dict[str, list[list[float]]]:
+    """Current learned alpha / lam per layer and head (empty when the spec learns nothing)."""
+    out: dict[str, list[list[float]]] = {}
+    for m in attention_modules(model):
+        for name in ("ssaf_alpha", "ssaf_lam"):
+            mod = getattr(m, name, None)
+            if mod is not None:
+                out.setdefault(name.removeprefix("ssaf_"), []).append(mod().detach().flatten().tolist())
+    return out
+
+
+# ----------------------------------------------------------------------------- config and model classes
+
+_FAMILIES: dict[str, tuple[type[PretrainedConfig], dict[type, type[PreTrainedModel]]]] = {
+    "bert": (
+        BertConfig,
+        {
+            AutoModel: BertModel,
+            AutoModelForSequenceClassification: BertForSequenceClassification,
+            AutoModelForQuestionAnswering: BertForQuestionAnswering,
+        },
+    ),
+    "roberta": (
+        RobertaConfig,
+        {
+            AutoModel: RobertaModel,
+            AutoModelForSequenceClassification: RobertaForSequenceClassification,
+            AutoModelForQuestionAnswering: RobertaForQuestionAnswering,
+        },
+    ),
+    "distilbert": (
+        DistilBertConfig,
+        {
+            AutoModel: DistilBertModel,
+            AutoModelForSequenceClassification: DistilBertForSequenceClassification,
+            AutoModelForQuestionAnswering: DistilBertForQuestionAnswering,
+        },
+    ),
+    "electra": (
+        ElectraConfig,
+        {
+            AutoModel: ElectraModel,
+            AutoModelForSequenceClassification: ElectraForSequenceClassification,
+            AutoModelForQuestionAnswering: ElectraForQuestionAnswering,
+        },
+    ),
+}
+
+CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {}  # stock model_type -> ssaf config class
+MODEL_CLASSES: dict[tuple[str, type], type[PreTrainedModel]] = {}  # (stock model_type, Auto class) -> class
+
+
+def _config_class(family: str, base: type[PretrainedConfig]) -> type[PretrainedConfig]:
+    def __init__(self: PretrainedConfig, ssaf_attention: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("attn_implementation", ATTN_IMPLEMENTATION)
+        base.__init__(self, **kwargs)
+        self.ssaf_attention = AttentionSpec(**(ssaf_attention or {})).to_dict()
+
+    name = f"Ssaf{base.__name__}"
+    return type(name, (base,), {"model_type": f"ssaf_{family}", "__init__": __init__, "__module__": __name__})
+
+
+def _model_class(base: type[PreTrainedModel], config_cls: type[PretrainedConfig]) -> type[PreTrainedModel]:
+    def __init__(self: PreTrainedModel, config: PretrainedConfig, *args: Any, **kwargs: Any) -> None:
+        base.__init__(self, config, *args, **kwargs)
+        attach_learned_parameters(self, AttentionSpec.from_config(config))
+
+    def _init_weights(self: PreTrainedModel, module: nn.Module) -> None:
+        # transformers re-initialises parameters missing from a checkpoint through _init_weights
+        # (after building on the meta device); ours must get their configured start values.
+        if isinstance(module, (T.LearnedAlpha, T.LearnedLambda)):
+            module.reset_parameters()
+        else:
+            base._init_weights(self, module)
+
+    attrs = {"config_class": config_cls, "__init__": __init__, "_init_weights": _init_weights, "__module__": __name__}
+    return type(f"Ssaf{base.__name__}", (base,), attrs)
+
+
+def ssaf_config(base: PretrainedConfig, spec: AttentionSpec) -> PretrainedConfig:
+    """The ssaf config for a stock encoder config (e.g. ``AutoConfig.from_pretrained('bert-base-uncased')``)."""
+    model_type = base.model_type.removeprefix("ssaf_")
+    if model_type not in CONFIG_CLASSES:
+        raise ValueError(
+            f"model type {base.model_type!r} is not supported by ssaf; supported: {', '.join(CONFIG_CLASSES)}"
+        )
+    values = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "ssaf_attention", "architectures")}
+    return CONFIG_CLASSES[model_type](ssaf_attention=spec.to_dict(), **values)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register the attention, its mask and the ssaf config/model classes with transformers (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    AttentionInterface.register(ATTN_IMPLEMENTATION, ssaf_attention_forward)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    for family, (base_config, heads) in _FAMILIES.items():
+        config_cls = _config_class(family, base_config)
+        AutoConfig.register(config_cls.model_type, config_cls)
+        CONFIG_CLASSES[family] = config_cls
+        for auto, base_model in heads.items():
+            cls = _model_class(base_model, config_cls)
+            auto.register(config_cls, cls)
+            MODEL_CLASSES[(family, auto)] = cls
+    _registered = True

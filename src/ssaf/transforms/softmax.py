@@ -1,0 +1,30 @@
+"""softmax with a boolean mask, made safe for rows with no valid entry."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssaf.transforms._common import check_dim, check_mask, compute_dtype
+
+
+def softmax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+    """The entropy-regularised projection onto the simplex: ``argmax_{p in simplex} p.z - sum_i p_i log p_i``.
+
+    Solution ``p_i = exp(z_i) / sum_j exp(z_j)``; dense (no exact zeros) except at masked entries.
+
+    Args:
+        z: scores; fp16/bf16 are computed in fp32 and returned in their own dtype.
+        mask: optional boolean tensor broadcastable to ``z``; True = may attend. Masked entries get
+            exactly 0 and a row with no valid entry returns all zeros (``torch.softmax`` over -inf
+            would give NaN there).
+        dim: the dimension that sums to 1.
+    """
+    d = check_dim(z, dim)
+    check_mask(mask, z)
+    cd = compute_dtype(z.dtype)
+    if mask is None:
+        return torch.softmax(z, dim=d, dtype=cd).to(z.dtype)
+    # finfo.min (not -inf) keeps fully masked rows finite; the final product zeroes them exactly.
+    filled = z.to(cd).masked_fill(~mask, torch.finfo(cd).min)
+    return (torch.softmax(filled, dim=d) * mask).to(z.dtype)

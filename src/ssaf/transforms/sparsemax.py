@@ -1,0 +1,161 @@
+"""sparsemax (Martins & Astudillo, 2016) and SSAF's sparsegen-lin (Laha et al., 2018; Cui et al., 2019).
+
+The threshold is found without sorting (the entmax package sorts every row). Only the candidates of
+each row are visited (see ``_candidates``), and on them we run Michelot's fixed-point iteration:
+starting from a lower bound tau_0 of the threshold, the support S_t = {i : x_i > tau_t} is a superset
+of the true support, and
+
+    tau_{t+1} = (sum_{i in S_t} x_i - 1) / |S_t|
+
+is again a lower bound (for any set A, (sum_A x - 1)/|A| <= tau*), with tau_{t+1} >= tau_t. Supports
+shrink strictly until they stop changing, and a support that does not change is the exact one, so the
+loop ends after at most n + 1 passes and is exact whatever the number of passes (2-5 for attention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssaf.transforms._candidates import (
+    find_candidates,
+    gather,
+    row_scale,
+    scatter_rows,
+    segment_count,
+    segment_sum,
+    select,
+)
+from ssaf.transforms._common import check_dim, check_mask, from_last, row_param, sum_to_shape, to_last
+
+
+def sparsemax_solve(x: Tensor, row: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Solve ``sum_{i in row} max(x_i - tau, 0) = 1`` for every row of a flat candidate list.
+
+    Args:
+        x: (C,) scores, each row's maximum at 0, all of them above the lower bound -1 of tau
+            (rows may have any number of entries, including none).
+        row: (C,) row id of each entry.
+        n_rows: number of rows.
+
+    Returns:
+        ``pos`` (S,), the positions in ``x`` of the support; ``p = x[pos] - tau[row[pos]] > 0`` (S,);
+        and the support size per row (n_rows,).
+    """
+    pos = torch.arange(x.numel(), device=x.device)
+    active: Tensor | None = None  # None: every listed entry is in the current set S_t
+    n_active = x.numel()
+    while True:
+        # S_t is a superset of each row's support, so tau(S_t) is a lower bound of tau*.
+        if active is None:
+            k = segment_count(row, n_rows, x.dtype)
+            total = segment_sum(x, row, n_rows)
+        else:
+            w = active.to(x.dtype)
+            k, total = segment_sum(w, row, n_rows), segment_sum(x * w, row, n_rows)
+        tau = (total - 1) / k.clamp(min=1)
+        keep = x > gather(tau, row)
+        if active is not None:
+            keep &= active  # tau only grows, so a dropped entry stays out (also under rounding)
+        n_keep = int(keep.sum())
+        if n_keep == n_active:  # S_t is its own support: a fixed point, hence exact
+            if active is not None:
+                x, row, pos = select(active, x, row, pos)
+            return pos, x - gather(tau, row), k
+        n_active = n_keep  # strictly fewer, so the loop ends
+        # Compact the list when it shrank a lot; otherwise mask, which costs no gather.
+        if 4 * n_keep < 3 * x.numel():
+            x, row, pos = select(keep, x, row, pos)
+            active = None
+        else:
+            active = keep
+
+
+class _SparsemaxFunction(torch.autograd.Function):
+    """sparsemax(scale * z) over the last dim of a contiguous tensor, with a gradient for ``scale``."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Tensor:
+        c = find_candidates(z, mask, scale)
+        pos, p, k = sparsemax_solve(c.x, c.row, c.n_rows)
+        flat, row, x = (gather(t, pos) for t in (c.flat, c.row, c.x))  # only the support matters now
+        ctx.save_for_backward(flat, row, k, x, scale if isinstance(scale, Tensor) else None)
+        ctx.scale, ctx.n_rows = (None if isinstance(scale, Tensor) else scale), c.n_rows
+        return scatter_rows(p, flat, z)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None]:
+        flat, row, k, x, scale_t = ctx.saved_tensors
+        scale = scale_t if scale_t is not None else ctx.scale
+        # Jacobian wrt x = scale * z on the support S: I - 1 1^T / |S|; zero elsewhere.
+        gx = gather(g.reshape(-1), flat).to(x.dtype)
+        gx = gx - gather(segment_sum(gx, row, ctx.n_rows) / k.clamp(min=1), row)
+        s_row = row_scale(scale, g)
+        s = gather(s_row, row) if isinstance(s_row, Tensor) else s_row
+        grad_z = scatter_rows(gx * s, flat, g)
+        grad_scale = None
+        if scale_t is not None and ctx.needs_input_grad[2]:
+            # d loss / d scale = sum_i gx_i z_i = sum_i gx_i (x_i / scale): the row max cancels
+            # because gx sums to zero over each row.
+            per_row = segment_sum(gx * x / s, row, ctx.n_rows)
+            grad_scale = sum_to_shape(per_row.view(*g.shape[:-1], 1), scale_t.shape).to(scale_t.dtype)
+        return grad_z, None, grad_scale
+
+
+def _apply(z: Tensor, mask: Tensor | None, scale: Tensor | float, dim: int) -> Tensor:
+    d = check_dim(z, dim)
+    check_mask(mask, z)
+    s = row_param(scale, z, d, "scale")
+    zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
+    return from_last(_SparsemaxFunction.apply(zl, to_last(mask, d), s), d)
+
+
+def sparsemax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+    """Euclidean projection of the scores onto the probability simplex.
+
+    Solves ``argmin_{p in simplex} ||p - z||^2`` along ``dim``. The solution is
+    ``p_i = max(z_i - tau, 0)`` with tau chosen so that the row sums to 1; entries below tau get an
+    exact 0.
+
+    Args:
+        z: scores of any shape, any floating dtype (fp16/bf16 are solved in fp32 and returned in
+            their own dtype).
+        mask: optional boolean tensor broadcastable to ``z``; True = may attend. Masked entries get
+            exactly 0; a row with no valid entry returns all zeros (and zero gradient).
+        dim: the dimension that sums to 1.
+
+    Returns:
+        Probabilities with the shape and dtype of ``z``.
+    """
+    return _apply(z, mask, 1.0, dim)
+
+
+def _check_lam(lam: Tensor | float) -> None:
+    if isinstance(lam, Tensor):
+        ok = bool(torch.isfinite(lam).all()) and bool((lam < 1).all())
+        got = lam.max().item() if lam.numel() else None
+    else:
+        ok, got = float("-inf") < lam < 1, lam
+    if not ok:
+        raise ValueError(
+            f"lam must be finite and < 1 (got {got}); lam = 0 is sparsemax, lam -> 1 approaches one-hot, "
+            "lam -> -inf approaches uniform"
+        )
+
+
+def sparsegen_lin(z: Tensor, lam: Tensor | float = 0.0, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+    """SSAF's attention transform: sparsegen-lin with sparsity control ``lam < 1``.
+
+    Solves ``argmin_{p in simplex} ||p - z||^2 - lam * ||p||^2`` along ``dim``, whose solution is
+    ``sparsemax(z / (1 - lam))``. ``lam = 0`` is sparsemax; larger ``lam`` is never less sparse,
+    ``lam -> 1`` tends to one-hot and ``lam -> -inf`` to uniform.
+
+    Args:
+        z: scores (see :func:`sparsemax`).
+        lam: a float, or a tensor broadcastable to ``z`` with size 1 along ``dim`` (e.g. one value
+            per head, shape (H, 1, 1) for (B, H, Q, K) scores). A tensor that requires grad gets one.
+        mask: optional boolean mask, True = may attend.
+        dim: the dimension that sums to 1.
+    """
+    _check_lam(lam)
+    return _apply(z, mask, 1.0 / (1.0 - lam), dim)

@@ -1,0 +1,330 @@
+"""Invariants of the attention transforms: simplex, exact zeros, masks, dtypes, gradients, references."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ssaf.transforms as T
+
+entmax = pytest.importorskip("entmax", reason="the entmax package is the reference oracle (dev extra)")
+
+SPARSE = {
+    "sparsemax": T.sparsemax,
+    "sparsegen_lin(-2)": functools.partial(T.sparsegen_lin, lam=-2.0),
+    "sparsegen_lin(0.5)": functools.partial(T.sparsegen_lin, lam=0.5),
+    "entmax15": T.entmax15,
+    "entmax_bisect(1.25)": functools.partial(T.entmax_bisect, alpha=1.25),
+    "entmax_bisect(1.75)": functools.partial(T.entmax_bisect, alpha=1.75),
+    "entmax_bisect(3.0)": functools.partial(T.entmax_bisect, alpha=3.0),
+}
+ALL = {"softmax": T.softmax, **SPARSE}
+
+# The entmax package, given -inf at masked entries (it has no mask argument).
+REFERENCE = {
+    "sparsemax": lambda z: entmax.sparsemax(z, -1),
+    "sparsegen_lin(-2)": lambda z: entmax.sparsemax(z / 3.0, -1),
+    "sparsegen_lin(0.5)": lambda z: entmax.sparsemax(z / 0.5, -1),
+    "entmax15": lambda z: entmax.entmax15(z, -1),
+    "entmax_bisect(1.25)": lambda z: entmax.entmax_bisect(z, 1.25, -1, n_iter=200),
+    "entmax_bisect(1.75)": lambda z: entmax.entmax_bisect(z, 1.75, -1, n_iter=200),
+    "entmax_bisect(3.0)": lambda z: entmax.entmax_bisect(z, 3.0, -1, n_iter=200),
+}
+
+
+def attention_scores(shape, scale=3.0, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def key_mask(b, k, seed=0, empty_rows=0):
+    """(B, 1, 1, K) padding mask with random lengths; the first ``empty_rows`` sequences fully masked."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, k + 1, (b,), generator=g)
+    lengths[:empty_rows] = 0
+    return (torch.arange(k) < lengths[:, None]).view(b, 1, 1, k)
+
+
+# ---------------------------------------------------------------- simplex, zeros, masks
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_rows_are_probability_vectors_fp32(name):
+    z = attention_scores((3, 4, 17, 33))
+    p = ALL[name](z)
+    assert p.dtype == torch.float32 and p.shape == z.shape
+    assert (p >= 0).all()
+    torch.testing.assert_close(p.sum(-1), torch.ones(3, 4, 17), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_sparse_transforms_give_exact_zeros_below_threshold(name):
+    z = attention_scores((2, 3, 8, 64), scale=4.0)
+    p = SPARSE[name](z)
+    assert (p == 0).float().mean() > 0.3, "scores with spread 4 should leave most entries exactly 0"
+    # Support is an upper set of the scores: any entry larger than a support entry is in the support.
+    smallest_in_support = torch.where(p > 0, z, torch.inf).amin(-1, keepdim=True)
+    assert ((z > smallest_in_support) <= (p > 0)).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_masked_entries_are_exactly_zero_and_full_mask_rows_are_zero(name):
+    z = attention_scores((5, 2, 6, 24))
+    mask = key_mask(5, 24, empty_rows=2)
+    zr = z.clone().requires_grad_()
+    p = ALL[name](zr, mask=mask)
+    assert torch.equal(p[~mask.expand_as(p)], torch.zeros_like(p[~mask.expand_as(p)]))
+    assert torch.equal(p[:2], torch.zeros_like(p[:2])), "fully masked rows must be all zeros"
+    torch.testing.assert_close(p[2:].sum(-1), torch.ones_like(p[2:].sum(-1)), atol=1e-6, rtol=0)
+    (p * torch.randn_like(p)).sum().backward()
+    assert torch.isfinite(zr.grad).all()
+    assert torch.equal(zr.grad[:2], torch.zeros_like(zr.grad[:2]))
+    assert (zr.grad[~mask.expand_as(p)] == 0).all(), "masked scores must get zero gradient"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_masking_equals_dropping_the_masked_keys(name):
+    z = attention_scores((2, 3, 5, 20))
+    mask = torch.zeros(1, 1, 1, 20, dtype=torch.bool)
+    mask[..., :13] = True
+    torch.testing.assert_close(ALL[name](z, mask=mask)[..., :13], ALL[name](z[..., :13]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_dim_argument_matches_moving_the_axis(name):
+    z = attention_scores((3, 7, 5))
+    torch.testing.assert_close(ALL[name](z, dim=1), ALL[name](z.transpose(1, 2)).transpose(1, 2))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    rows=st.integers(1, 6),
+    n=st.integers(1, 70),
+    scale=st.sampled_from([1e-3, 0.5, 3.0, 30.0, 1e4]),
+    seed=st.integers(0, 2**16),
+    name=st.sampled_from(sorted(ALL)),
+    masked=st.booleans(),
+)
+def test_simplex_invariants_hold_for_any_shape_and_scale(rows, n, scale, seed, name, masked):
+    z = attention_scores((rows, n), scale=scale, seed=seed)
+    mask = (torch.rand(rows, n, generator=torch.Generator().manual_seed(seed)) > 0.3) if masked else None
+    p = ALL[name](z, mask=mask)
+    assert torch.isfinite(p).all() and (p >= 0).all()
+    valid = torch.ones(rows, dtype=torch.bool) if mask is None else mask.any(-1)
+    sums = p.sum(-1)
+    torch.testing.assert_close(sums[valid], torch.ones_like(sums[valid]), atol=1e-5, rtol=0)
+    assert (sums[~valid] == 0).all()
+    if mask is not None:
+        assert (p[~mask] == 0).all()
+
+
+# ---------------------------------------------------------------- agreement with the entmax package
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_entmax_package_in_float64(name, seed):
+    z = attention_scores((4, 3, 9, 40), scale=2.5, seed=seed, dtype=torch.float64)
+    mask = key_mask(4, 40, seed=seed)
+    ref = REFERENCE[name](z.masked_fill(~mask, float("-inf")))
+    torch.testing.assert_close(SPARSE[name](z, mask=mask), ref, atol=1e-6, rtol=0)
+
+
+def test_ties_and_large_magnitudes_give_no_nan():
+    z = torch.tensor([[1e4, 1e4, -1e4, 1e4], [0.0, 0.0, 0.0, 0.0], [-1e4, -1e4, -1e4, -1e4]])
+    for name, fn in ALL.items():
+        p = fn(z)
+        assert torch.isfinite(p).all(), name
+        torch.testing.assert_close(p.sum(-1), torch.ones(3), atol=1e-6, rtol=0, msg=name)
+        if name != "softmax":
+            torch.testing.assert_close(p[0], torch.tensor([1 / 3, 1 / 3, 0, 1 / 3]), msg=name)
+        torch.testing.assert_close(p[1], torch.full((4,), 0.25), msg=name)
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradcheck_float64_with_mask(name):
+    z = attention_scores((2, 2, 3, 11), scale=1.5, dtype=torch.float64).requires_grad_()
+    mask = key_mask(2, 11, seed=3)
+    assert torch.autograd.gradcheck(lambda x: ALL[name](x, mask=mask), (z,))
+
+
+def test_gradcheck_alpha_per_head():
+    z = attention_scores((2, 3, 4, 9), scale=1.5, dtype=torch.float64).requires_grad_()
+    alpha = torch.tensor([1.2, 1.5, 1.9], dtype=torch.float64).view(3, 1, 1).requires_grad_()
+    mask = key_mask(2, 9, seed=4)
+    assert torch.autograd.gradcheck(lambda x, a: T.entmax_bisect(x, a, mask=mask), (z, alpha))
+
+
+def test_gradcheck_lam_per_head():
+    z = attention_scores((2, 3, 4, 9), scale=1.5, dtype=torch.float64).requires_grad_()
+    lam = torch.tensor([-3.0, 0.0, 0.6], dtype=torch.float64).view(3, 1, 1).requires_grad_()
+    mask = key_mask(2, 9, seed=5)
+    assert torch.autograd.gradcheck(lambda x, lm: T.sparsegen_lin(x, lm, mask=mask), (z, lam))
+
+
+def test_alpha_gradient_agrees_with_entmax_package():
+    z = attention_scores((3, 12), scale=2.0, dtype=torch.float64)
+    g = attention_scores((3, 12), seed=9, dtype=torch.float64)
+    grads = []
+    for fn in (lambda x, a: T.entmax_bisect(x, a), lambda x, a: entmax.entmax_bisect(x, a, -1, n_iter=200)):
+        a = torch.full((3, 1), 1.6, dtype=torch.float64, requires_grad=True)
+        x = z.clone().requires_grad_()
+        (fn(x, a) * g).sum().backward()
+        grads.append((x.grad, a.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- half precision
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 1e-2), (torch.float16, 1e-3)])
+@pytest.mark.parametrize("name", ALL)
+def test_half_precision_is_solved_in_fp32(name, dtype, tol):
+    z = attention_scores((2, 4, 8, 48), scale=4.0, dtype=dtype)
+    mask = key_mask(2, 48, seed=1, empty_rows=1)
+    zr = z.clone().requires_grad_()
+    p = ALL[name](zr, mask=mask)
+    assert p.dtype == dtype
+    assert torch.isfinite(p).all()
+    sums = p[1:].float().sum(-1)
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=tol, rtol=0)
+    ref = ALL[name](z.float(), mask=mask)
+    torch.testing.assert_close(p.float(), ref, atol=tol, rtol=0)
+    p.float().sum().backward()
+    assert zr.grad.dtype == dtype and torch.isfinite(zr.grad).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_under_cpu_autocast(name):
+    q = attention_scores((2, 8, 16), seed=1)
+    k = attention_scores((2, 8, 16), seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = q @ k.transpose(-1, -2)
+        p = ALL[name](z)
+    assert p.dtype == z.dtype == torch.bfloat16
+    torch.testing.assert_close(p.float().sum(-1), torch.ones(2, 8), atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("name", ALL)
+def test_extreme_finite_inputs_give_no_nan(name, dtype):
+    big = 6e4 if dtype == torch.float16 else 1e4
+    z = torch.tensor([[big, -big, big, 0.0], [-big, -big, -big, -big], [big, big, big, big]], dtype=dtype)
+    p = ALL[name](z)
+    assert torch.isfinite(p).all()
+    torch.testing.assert_close(p.float().sum(-1), torch.ones(3), atol=1e-3, rtol=0)
+
+
+# ---------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize("lam", [1.0, 1.5, float("nan"), float("inf")])
+def test_bad_lam_is_rejected_with_the_valid_range(lam):
+    with pytest.raises(ValueError, match=r"lam must be finite and < 1"):
+        T.sparsegen_lin(torch.zeros(2, 3), lam)
+    with pytest.raises(ValueError, match=r"lam must be finite and < 1"):
+        T.sparsegen_lin(torch.zeros(2, 3), torch.tensor([[0.0], [lam]]))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, -2.0, float("nan")])
+def test_bad_alpha_is_rejected_and_points_to_softmax(alpha):
+    with pytest.raises(ValueError, match=r"alpha must be finite and > 1.*softmax"):
+        T.entmax_bisect(torch.zeros(2, 3), alpha)
+    with pytest.raises(ValueError, match=r"alpha must be finite and > 1"):
+        T.entmax_bisect(torch.zeros(2, 3), torch.tensor([[1.5], [alpha]]))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_mask_that_does_not_broadcast_is_rejected(name):
+    z = torch.zeros(2, 3, 4, 5)
+    with pytest.raises(ValueError, match=r"mask of shape \(2, 1, 1, 4\) does not broadcast"):
+        ALL[name](z, mask=torch.ones(2, 1, 1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mask must be a boolean tensor"):
+        ALL[name](z, mask=torch.zeros(2, 1, 1, 5))
+
+
+def test_per_head_parameter_with_wrong_shape_is_rejected():
+    z = torch.zeros(2, 3, 4, 5)
+    with pytest.raises(ValueError, match=r"alpha of shape \(4, 1, 1\) must broadcast"):
+        T.entmax_bisect(z, torch.full((4, 1, 1), 1.5))
+    with pytest.raises(ValueError, match=r"scale of shape \(3, 1, 5\) must broadcast"):
+        T.sparsegen_lin(z, torch.zeros(3, 1, 5))
+
+
+# ---------------------------------------------------------------- sparsegen-lin limits
+
+
+def test_lam_zero_is_sparsemax():
+    z = attention_scores((4, 6, 31))
+    assert torch.equal(T.sparsegen_lin(z, 0.0), T.sparsemax(z))
+
+
+def test_lam_to_minus_infinity_tends_to_uniform():
+    z = attention_scores((4, 6, 31))
+    errors = [(T.sparsegen_lin(z, lam) - 1 / 31).abs().max().item() for lam in (-10.0, -1e3, -1e6)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-4
+
+
+def test_lam_to_one_tends_to_one_hot():
+    z = attention_scores((4, 6, 31))
+    p = T.sparsegen_lin(z, 1 - 1e-6)
+    assert torch.equal(p, torch.nn.functional.one_hot(z.argmax(-1), 31).float())
+
+
+def test_larger_lam_is_never_less_sparse():
+    z = attention_scores((4, 6, 31), scale=1.0)
+    lams = [-8.0, -4.0, -2.0, -1.0, 0.0, 0.25, 0.5, 0.75, 0.9]
+    supports = torch.stack([(T.sparsegen_lin(z, lam) > 0).sum(-1) for lam in lams])  # (L, 4, 6)
+    assert (supports[1:] <= supports[:-1]).all()
+    assert supports[0].float().mean() > supports[-1].float().mean()
+
+
+# ---------------------------------------------------------------- learned parameters
+
+
+def test_learned_alpha_stays_in_range_under_any_optimiser_step():
+    mod = T.LearnedAlpha(num_heads=4, init=1.5)
+    torch.testing.assert_close(mod(), torch.full((4, 1, 1), 1.5))
+    opt = torch.optim.SGD(mod.parameters(), lr=1e4)
+    for sign in (1.0, -1.0, 1.0):
+        opt.zero_grad()
+        (sign * mod().sum()).backward()
+        opt.step()
+        a = mod()
+        assert ((a > 1) & (a <= 2)).all()
+        assert torch.isfinite(T.entmax_bisect(attention_scores((2, 4, 3, 7)), a)).all()
+
+
+def test_learned_lambda_stays_below_one_and_gets_gradient():
+    mod = T.LearnedLambda(num_heads=3, init=-2.0)
+    torch.testing.assert_close(mod(), torch.full((3, 1, 1), -2.0))
+    z = attention_scores((2, 3, 4, 9))
+    T.sparsegen_lin(z, mod()).pow(2).sum().backward()
+    assert mod.log_temp.grad is not None and mod.log_temp.grad.abs().sum() > 0
+    opt = torch.optim.SGD(mod.parameters(), lr=1e4)
+    for sign in (1.0, -1.0):
+        opt.zero_grad()
+        (sign * mod().sum()).backward()
+        opt.step()
+        assert (mod() < 1).all() and torch.isfinite(mod()).all()
+
+
+@pytest.mark.parametrize(
+    "cls,init,match",
+    [
+        (T.LearnedAlpha, 1.0, r"open interval \(1.01, 2\)"),
+        (T.LearnedAlpha, 2.0, r"open interval"),
+        (T.LearnedLambda, 1.0, r"< 1"),
+    ],
+)
+def test_learned_modules_reject_invalid_init(cls, init, match):
+    with pytest.raises(ValueError, match=match):
+        cls(num_heads=2, init=init)
