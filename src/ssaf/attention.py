@@ -156,7 +156,7 @@ def ssaf_attention_forward(
     or an additive float mask (0 / finfo.min, from callers that build their own). The returned
     probabilities are taken before dropout, so exact zeros in them are the transform's.
     """
-    spec = AttentionSpec.from_config(module.config)
+    spec = AttentionSpec.from_config(module.config)  # type: ignore[arg-type]
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
@@ -239,12 +239,12 @@ def record_attention_stats(model: nn.Module) -> Iterator[AttentionStats]:
     stats = AttentionStats()
     modules = attention_modules(model)
     for m in modules:
-        m._ssaf_recorder = stats
+        m._ssaf_recorder = stats  # type: ignore[assignment]
     try:
         yield stats
     finally:
         for m in modules:
-            m._ssaf_recorder = None
+            m._ssaf_recorder = None  # type: ignore[assignment]
 
 
 # ----------------------------------------------------------------------------- learned parameters
@@ -255,7 +255,7 @@ def attach_learned_parameters(model: nn.Module, spec: AttentionSpec) -> None:
     if not spec.learned:
         return
     for m in attention_modules(model):
-        heads = getattr(m, "num_attention_heads", None) or m.n_heads
+        heads: int = getattr(m, "num_attention_heads", None) or m.n_heads  # type: ignore[assignment]
         if spec.transform == "learned_alpha":
             m.ssaf_alpha = T.LearnedAlpha(heads, init=spec.alpha)
         else:
@@ -275,7 +275,7 @@ def learned_values(model: nn.Module) -> dict[str, list[list[float]]]:
 
 # ----------------------------------------------------------------------------- config and model classes
 
-_FAMILIES: dict[str, tuple[type[PretrainedConfig], dict[type, type[PreTrainedModel]]]] = {
+_FAMILIES: dict[str, tuple[type[PretrainedConfig], dict[Any, type[PreTrainedModel]]]] = {
     "bert": (
         BertConfig,
         {
@@ -349,7 +349,8 @@ def ssaf_config(base: PretrainedConfig, spec: AttentionSpec) -> PretrainedConfig
             f"model type {base.model_type!r} is not supported by ssaf; supported: {', '.join(CONFIG_CLASSES)}"
         )
     values = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "ssaf_attention", "architectures")}
-    return CONFIG_CLASSES[model_type](ssaf_attention=spec.to_dict(), **values)
+    config_cls: Any = CONFIG_CLASSES[model_type]
+    return config_cls(ssaf_attention=spec.to_dict(), **values)
 
 
 _registered = False

@@ -1,0 +1,28 @@
+"""Test-wide settings: no network, no W&B, deterministic and small."""
+
+from __future__ import annotations
+
+import os
+
+# Set before transformers/datasets/evaluate/wandb are imported anywhere: without these, hub lookups
+# hang 20-50 s before failing on a machine with no network.
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_EVALUATE_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "WANDB_SILENT": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

