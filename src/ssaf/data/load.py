@@ -1,0 +1,130 @@
+"""Load a classification task from one source (local | hub | sample | auto) into datasets with integer labels."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+from ssaf.data.errors import DataError
+from ssaf.data.hub import read_hub_split
+from ssaf.data.local import Row, read_local_split
+from ssaf.data.sample import sample_split
+from ssaf.data.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "local", "hub", "sample")
+
+
+@dataclass
+class TaskData:
+    """The splits of a task as datasets with columns ``text_a``, ``text_b`` (pairs only) and ``label``."""
+
+    splits: dict[str, datasets.Dataset]
+    source: str  # local | hub | sample
+    origin: dict[str, str] = field(default_factory=dict)  # split -> file path or hub id
+    dropped: dict[str, int] = field(default_factory=dict)  # split -> rows without a gold label
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """False at once when offline mode is set or huggingface.co does not answer within ``timeout``."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source == "local" and not data_dir:
+        raise ValueError("data.source=local needs data.dir (or the SSAF_DATA_DIR environment variable)")
+    if source != "auto":
+        return source
+    if data_dir:
+        return "local"
+    if task.hub is not None and hub_reachable():
+        return "hub"
+    log.warning(
+        "\n%s\nNO REAL DATA FOUND for task %s: training on ssaf's small generated DEMO set.\n"
+        "Point at real data with SSAF_DATA_DIR=../shared/data (or data.dir=...), or use data.source=hub\n"
+        "on a machine with internet. Results on the demo set mean nothing.\n%s",
+        "=" * 78,
+        task.name,
+        "=" * 78,
+    )
+    return "sample"
+
+
+def to_dataset(rows: list[Row], task: TaskSpec, where: str) -> tuple[datasets.Dataset, int]:
+    """Rows -> dataset with integer labels in the task's order; rows labelled '-' (no gold) are dropped."""
+    index = {name: i for i, name in enumerate(task.labels)}
+    a, b, y, dropped = [], [], [], 0
+    for line, (ta, tb, name) in enumerate(rows, start=1):
+        if name == "-":
+            dropped += 1
+            continue
+        if name in index:
+            label = index[name]
+        elif name.isdigit() and int(name) < len(task.labels):
+            label = int(name)  # numeric labels (GLUE SST-2 0/1) follow the task's label order
+        else:
+            raise DataError(f"{where}: row {line}: unknown label {name!r}; task {task.name} labels: {task.labels}")
+        if task.pair and tb is None:
+            raise DataError(f"{where}: row {line}: task {task.name} needs a text pair, the row has one text")
+        a.append(ta)
+        b.append(tb)
+        y.append(label)
+    if not y:
+        raise DataError(f"{where}: no labelled rows")
+    cols: dict[str, list] = {"text_a": a, "label": y}
+    if task.pair:
+        cols["text_b"] = b
+    return datasets.Dataset.from_dict(cols), dropped
+
+
+def load_task_data(
+    task: TaskSpec,
+    source: str,
+    data_dir: str | None,
+    splits: tuple[str, ...],
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 0,
+) -> TaskData:
+    """Read ``splits`` of ``task`` from ``source``; cap sizes (train: seeded shuffle first, eval: file order)."""
+    resolved = resolve_source(source, data_dir, task)
+    out = TaskData(splits={}, source=resolved)
+    for split in splits:
+        if resolved == "local":
+            assert data_dir is not None
+            rows, path = read_local_split(Path(data_dir), task.local, split, task.labels)
+            where = str(path)
+        elif resolved == "hub":
+            assert task.hub is not None
+            rows, where = read_hub_split(task, split), f"hub:{task.hub.path}/{task.hub.name or ''}:{split}"
+        else:
+            rows, where = sample_split(task.name, task.labels, task.pair, split), f"sample:{task.name}/{split}"
+        ds, dropped = to_dataset(rows, task, where)
+        if dropped:
+            log.warning("%s: dropped %d rows without a gold label ('-')", where, dropped)
+        cap = max_train_samples if split == task.train_split else max_eval_samples
+        if split == task.train_split:
+            ds = ds.shuffle(seed=seed)
+        if cap is not None:
+            if cap <= 0:
+                raise ValueError(f"sample caps must be positive, got {cap} for split {split}")
+            ds = ds.select(range(min(cap, len(ds))))
+        out.splits[split], out.origin[split], out.dropped[split] = ds, where, dropped
+    return out

@@ -1,0 +1,179 @@
+"""run(cfg): the composition root. Config -> task data + model with its attention -> trainer -> metrics, logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import DataCollatorWithPadding, set_seed
+
+from ssaf.attention import learned_values
+from ssaf.config import ConfigError, RunSettings, settings
+from ssaf.data import load_task_data
+from ssaf.data.features import tokenize_split
+from ssaf.models import build_model
+from ssaf.tracking import WandbCallback, run_info, start_wandb, write_json
+from ssaf.training import (
+    ClassificationMetrics,
+    NonFiniteLossError,
+    SsafTrainer,
+    last_complete_checkpoint,
+    training_arguments,
+)
+from ssaf.viz import heatmap_figure
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Fine-tune and evaluate one configuration; returns what it writes to ``metrics.json``."""
+    s = settings(cfg, run_dir)
+    if s.task.kind != "classification":
+        raise ConfigError(f"task {s.task.name} is a {s.task.kind} task, which this version does not train yet")
+    set_seed(s.seed)
+    work_dir = resume_dir(s, overrides or []) or s.run_dir
+
+    data = load_task_data(
+        s.task,
+        s.data.source,
+        s.data.dir,
+        (s.task.train_split, *s.task.eval_splits),
+        s.trainer.max_train_samples,
+        s.trainer.max_eval_samples,
+        seed=s.seed,
+    )
+    model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
+    tokenized = {k: tokenize_split(v, tokenizer, s.trainer.max_seq_length) for k, v in data.splits.items()}
+    evals = {k: tokenized[k] for k in s.task.eval_splits}
+
+    metric_for_best = f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
+    trainer = SsafTrainer(
+        model=model,
+        args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, metric_for_best),
+        train_dataset=tokenized[s.task.train_split],
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=ClassificationMetrics(),
+        record_stats=s.trainer.stats_every_eval,
+    )
+    info = run_info(data.source, data.origin, data.sizes(), data.dropped)
+    wandb_run = None
+    if trainer.is_world_process_zero():
+        write_json(work_dir / "run_info.json", info)
+        first = data.splits[s.task.eval_splits[0]][0]
+        wandb_run = start_wandb(
+            s.logger,
+            work_dir,
+            name=f"{s.task.name}-{s.attn_name}-{s.model.name}-s{s.seed}",
+            group=s.task.name,
+            tags=[f"attn:{s.attn_name}", f"model:{s.model.name}", f"data:{data.source}"],
+            config={**OmegaConf.to_container(cfg, resolve=True), "run_info": info},  # type: ignore[dict-item]
+        )
+        if wandb_run is not None:
+            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=first["text_a"], text_b=first.get("text_b"))
+            trainer.add_callback(
+                WandbCallback(
+                    wandb_run, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
+                )
+            )
+
+    checkpoint = last_complete_checkpoint(work_dir / "checkpoints") if work_dir != s.run_dir else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    started = time.time()
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except NonFiniteLossError as e:
+        failed = {"status": "failed", "error": str(e), "history": trainer.state.log_history}
+        if trainer.is_world_process_zero():
+            write_json(work_dir / "metrics.json", failed)
+            if wandb_run is not None:
+                wandb_run.finish(exit_code=1)
+        raise
+    train_time = time.time() - started
+    final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
+
+    summary = {
+        "status": "completed",
+        "task": s.task.name,
+        "attn": s.attn_name,
+        "attn_spec": s.attn.to_dict(),
+        "model": s.model.name,
+        "seed": s.seed,
+        "data_source": data.source,
+        "sizes": data.sizes(),
+        "final": final,
+        "best": {
+            "metric": metric_for_best,
+            "value": trainer.state.best_metric,
+            "checkpoint": trainer.state.best_model_checkpoint,
+        },
+        "attention": {k: v.summary() for k, v in trainer.attention_stats.items()},
+        "learned": learned_values(model),
+        "train": {
+            "runtime_s": train_time,
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "train_loss": result.training_loss,
+            "examples_per_s": result.metrics.get("train_samples_per_second"),
+            "seconds_per_epoch": train_time / max(trainer.state.epoch or 1.0, 1e-9),
+        },
+        "history": trainer.state.log_history,
+        "run_dir": str(work_dir),
+    }
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(work_dir / "model"))
+        write_json(work_dir / "metrics.json", summary)
+        if wandb_run is not None:
+            wandb_run.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
+            wandb_run.finish()
+        print(summary_table(s, summary))
+    return summary
+
+
+def summary_table(s: RunSettings, summary: dict[str, Any]) -> str:
+    rows = [
+        f"\n{s.task.name} | attn={s.attn_name} | model={s.model.name} | seed={s.seed} | data={summary['data_source']}"
+    ]
+    rows.append(f"{'split':<24} {s.task.metric:>9} {'macro_f1':>9} {'zeros':>7} {'support':>8} {'entropy':>8}")
+    for split in s.task.eval_splits:
+        p = f"eval_{split}_"
+        f = summary["final"]
+        rows.append(
+            f"{split:<24} {f.get(p + s.task.metric, float('nan')):>9.4f} {f.get(p + 'macro_f1', float('nan')):>9.4f} "
+            f"{f.get(p + 'attn_zero_fraction', float('nan')):>7.3f} {f.get(p + 'attn_support', float('nan')):>8.2f} "
+            f"{f.get(p + 'attn_entropy', float('nan')):>8.3f}"
+        )
+    t = summary["train"]
+    rows.append(f"train: {t['steps']} steps, {t['runtime_s']:.0f} s, {t['examples_per_s'] or 0:.1f} examples/s")
+    rows.append(f"run dir: {summary['run_dir']}")
+    return "\n".join(rows)
+
+
+def resume_dir(s: RunSettings, overrides: list[str]) -> Path | None:
+    """The run directory to continue: ``resume=<dir>``, or for ``resume=true`` the newest earlier run of the
+    same command (same overrides, ignoring ``resume``) that has a checkpoint; None when not resuming."""
+    if s.resume is False or s.resume in ("false", "False", None):
+        return None
+    if isinstance(s.resume, str) and s.resume not in ("true", "True"):
+        path = Path(s.resume)
+        if last_complete_checkpoint(path / "checkpoints") is None:
+            raise ConfigError(f"resume={s.resume}: no checkpoint-* folder under {path / 'checkpoints'}")
+        return path
+    wanted = sorted(o for o in overrides if not o.startswith("resume="))
+    for candidate in sorted(s.run_dir.parent.iterdir(), reverse=True):
+        if candidate == s.run_dir or not (candidate / ".hydra" / "overrides.yaml").exists():
+            continue
+        theirs = OmegaConf.load(candidate / ".hydra" / "overrides.yaml")
+        same = sorted(str(o) for o in theirs if not str(o).startswith("resume=")) == wanted
+        if same and last_complete_checkpoint(candidate / "checkpoints") is not None:
+            return candidate
+    raise ConfigError(
+        f"resume=true: no earlier run of this command with a checkpoint under {s.run_dir.parent}; "
+        "pass resume=<run dir> to pick one"
+    )

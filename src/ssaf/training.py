@@ -1,0 +1,170 @@
+"""The trainer: transformers.Trainer plus attention statistics at evaluation and a stop on non-finite loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments
+
+from ssaf.attention import AttentionStats, learned_values, record_attention_stats
+from ssaf.metrics import load_metric
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    epochs: float = 3
+    max_steps: int = -1
+    max_seq_length: int = 128
+    precision: str = "auto"
+    eval_every: int = 500
+    report_every: int = 50
+    save_total_limit: int = 2
+    stats_every_eval: bool = True
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"trainer.learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise ValueError("set trainer.epochs > 0 or trainer.max_steps > 0")
+        if self.eval_every < 0 or self.report_every < 1:
+            raise ValueError("trainer.eval_every must be >= 0 (0 = every epoch) and trainer.report_every >= 1")
+
+
+def mixed_precision(precision: str) -> tuple[bool, bool]:
+    """(fp16, bf16) for TrainingArguments; 'auto' is bf16 on a CUDA device that supports it, else fp32."""
+    if precision == "auto":
+        return False, bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if precision in ("fp16", "bf16") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.precision={precision} needs a CUDA device; use fp32 or auto on CPU")
+    return precision == "fp16", precision == "bf16"
+
+
+def training_arguments(s: TrainerSettings, output_dir: Path, seed: int, metric_for_best: str) -> TrainingArguments:
+    fp16, bf16 = mixed_precision(s.precision)
+    per_epoch = s.eval_every == 0
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=s.learning_rate,
+        weight_decay=s.weight_decay,
+        warmup_steps=s.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.eval_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        eval_strategy="epoch" if per_epoch else "steps",
+        save_strategy="epoch" if per_epoch else "steps",
+        eval_steps=s.eval_every or None,
+        save_steps=s.eval_every or 500,  # ignored when saving per epoch
+        logging_steps=s.report_every,
+        save_total_limit=s.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric_for_best,
+        greater_is_better=True,
+        fp16=fp16,
+        bf16=bf16,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",  # W&B is driven by ssaf.tracking with the settings it needs
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+class ClassificationMetrics:
+    """compute_metrics for Trainer: accuracy and macro F1 from the shipped `evaluate` modules."""
+
+    def __init__(self) -> None:
+        self.metrics = [load_metric("accuracy"), load_metric("macro_f1")]
+
+    def __call__(self, eval_pred: Any) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        preds = np.asarray(logits).argmax(-1)
+        out: dict[str, float] = {}
+        for m in self.metrics:
+            out.update(m.compute(predictions=preds.tolist(), references=np.asarray(labels).tolist()))
+        return out
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised inside the training step, before the optimiser step, so the last checkpoint stays good."""
+
+
+class SsafTrainer(Trainer):
+    """Trainer that records attention statistics during evaluation and refuses to step on a NaN/inf loss."""
+
+    def __init__(self, *args: Any, record_stats: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.record_stats = record_stats
+        self.attention_stats: dict[str, AttentionStats] = {}  # eval prefix -> stats of the last evaluation
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.state.global_step + 1}; training stopped before the "
+                f"optimiser step. Lower trainer.learning_rate or check the inputs; the last good checkpoint "
+                f"is kept in {self.args.output_dir}."
+            )
+        return loss
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
+        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # loops back per split
+        if not self.record_stats:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        with record_attention_stats(self.model) as stats:  # type: ignore[arg-type]
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self.attention_stats[metric_key_prefix] = stats
+        extra = {f"{metric_key_prefix}_attn_{k}": v for k, v in stats.means().items()}
+        for name, values in learned_values(self.model).items():  # type: ignore[arg-type]
+            flat = [v for layer in values for v in layer]
+            extra[f"{metric_key_prefix}_learned_{name}_mean"] = sum(flat) / len(flat)
+        metrics.update(extra)
+        self.log(extra)
+        return metrics
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``folder`` that was written to the end, or None.
+
+    Trainer writes ``trainer_state.json`` last; a run killed while saving leaves a checkpoint folder
+    without it (or with it cut short), which ``resume_from_checkpoint`` cannot load.
+    """
+    if not folder.is_dir():
+        return None
+    steps = []
+    for p in folder.iterdir():
+        if p.is_dir() and p.name.startswith("checkpoint-") and p.name.removeprefix("checkpoint-").isdigit():
+            steps.append((int(p.name.removeprefix("checkpoint-")), p))
+    for _, p in sorted(steps, reverse=True):
+        try:
+            json.loads((p / "trainer_state.json").read_text())
+            return str(p)
+        except (OSError, ValueError):
+            logging.getLogger(__name__).warning("skipping incomplete checkpoint %s", p)
+    return None

@@ -1,0 +1,244 @@
+"""train.py end to end: configs compose and validate, every task x attn trains a few steps, presets run,
+the CLI writes its run directory, bad input fails fast, resume after SIGKILL, torchrun, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from ssaf.config import ConfigError, settings
+from ssaf.pipeline import run
+from ssaf.training import NonFiniteLossError, SsafTrainer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if p.stem != "squad")
+ATTNS = sorted(p.stem for p in (CONF / "attn").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+# A real run, shrunk: tiny random model, generated demo data, 2 optimiser steps, 16 eval examples.
+MICRO = [
+    "model=tiny",
+    "trainer=smoke",
+    "logger=none",
+    "data.source=sample",
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "trainer.max_train_samples=32",
+    "trainer.max_eval_samples=16",
+    "trainer.batch_size=8",
+]
+
+
+def cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    e = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# ----------------------------------------------------------------------------- composition and validation
+
+
+@pytest.mark.parametrize(
+    "group,options",
+    [(g, sorted(p.stem for p in (CONF / g).glob("*.yaml"))) for g in ("task", "attn", "model", "trainer", "logger")],
+)
+def test_every_group_option_composes_and_validates(group, options, tmp_path):
+    for option in options:
+        s = settings(cfg(f"{group}={option}"), tmp_path)
+        assert s.task.name and s.seed == 42
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_preset_composes(experiment, tmp_path):
+    settings(cfg(f"experiment={experiment}"), tmp_path)
+
+
+def test_defaults_are_the_documented_ones(tmp_path):
+    s = settings(cfg(), tmp_path)
+    assert (s.task.name, s.attn.transform, s.model.name, s.logger.name) == ("sst2", "sparse", "minilm", "wandb")
+    assert (s.trainer.learning_rate, s.trainer.batch_size) == (2e-5, 16)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("attn.lam=1.0", r"lam must be finite and < 1, got 1.0"),
+        ("attn.lam=1.5", r"lam must be finite and < 1, got 1.5"),
+        ("attn=entmax attn.alpha=1.0", r"alpha must be finite and > 1, got 1.0; use transform 'softmax'"),
+        ("trainer.max_seq_length=1024", r"max_seq_length=1024 exceeds the 512 positions of model minilm"),
+        ("task.eval_splits=[test]", r"task sst2 has no split 'test'; its splits are: train, validation"),
+        ("data.source=web", r"data.source must be one of auto, local, hub, sample, got 'web'"),
+        ("trainer.precision=fp8", r"trainer.precision must be one of auto, fp32, fp16, bf16"),
+        ("trainer.batch_size=0", r"trainer.batch_size must be >= 1"),
+        ("seed=null", r"seed must be an integer"),
+    ],
+)
+def test_bad_values_fail_before_anything_loads(override, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        settings(cfg(*override.split()), tmp_path)
+
+
+# ----------------------------------------------------------------------------- training runs
+
+
+def read(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_and_attention_trains_and_evaluates(task, attn, tmp_path):
+    summary = run(cfg(f"task={task}", f"attn={attn}", *MICRO), tmp_path)
+    assert summary["status"] == "completed" and summary["train"]["steps"] == 2
+    m = read(tmp_path)
+    for split in cfg(f"task={task}").task.eval_splits:
+        acc = m["final"][f"eval_{split}_accuracy"]
+        assert 0.0 <= acc <= 1.0
+        zeros = m["final"][f"eval_{split}_attn_zero_fraction"]
+        assert 0.0 <= zeros <= 1.0
+        assert zeros == 0.0 if attn == "softmax" else True
+    assert (tmp_path / "model" / "config.json").exists()
+    assert json.loads((tmp_path / "run_info.json").read_text())["data"]["source"] == "sample"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_preset_trains_a_couple_of_steps(experiment, tmp_path):
+    summary = run(cfg(f"experiment={experiment}", *MICRO), tmp_path)
+    assert summary["status"] == "completed"
+
+
+def test_sparse_attention_is_measured_sparse_on_the_packaged_model(tmp_path):
+    overrides = [o for o in MICRO if o != "model=tiny"] + ["attn.lam=-1", "trainer.max_seq_length=32"]
+    summary = run(cfg("attn=sparse", *overrides), tmp_path)
+    assert summary["final"]["eval_validation_attn_zero_fraction"] > 0.2
+    assert summary["model"] == "minilm"
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = SsafTrainer.compute_loss
+
+    def poisoned(self, model, inputs, *a, **kw):
+        loss = real(self, model, inputs, *a, **kw)
+        if self.state.global_step >= 2:
+            return (loss[0] * torch.nan, *loss[1:]) if isinstance(loss, tuple) else loss * torch.nan
+        return loss
+
+    monkeypatch.setattr(SsafTrainer, "compute_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3.*last good checkpoint"):
+        run(cfg(*MICRO, "trainer.max_steps=4"), tmp_path)
+    m = read(tmp_path)
+    assert m["status"] == "failed" and "nan" in m["error"]
+    assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_cli_runs_the_smoke_preset_and_writes_the_run_dir(tmp_path):
+    r = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "run_info.json", "model/config.json"):
+        assert (tmp_path / name).exists(), name
+    assert "accuracy" in r.stdout and "run dir" in r.stdout
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["packages"]["torch"].startswith("2.13") and info["data"]["sizes"]["train"] == 256
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["attn.lam=1.5"], "lam must be finite and < 1, got 1.5"),
+        (["attn=sparsest"], "Could not find 'attn/sparsest'"),
+        (["trainer.lr=0.1"], "Key 'lr' is not in struct"),
+    ],
+)
+def test_cli_bad_input_fails_fast_with_a_message(args, match, tmp_path):
+    t0 = time.time()
+    r = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path}", *args)
+    assert r.returncode != 0
+    assert match in r.stderr + r.stdout
+    assert time.time() - t0 < 60
+
+
+def test_wandb_offline_writes_a_run_folder(tmp_path):
+    r = run_cli("experiment=smoke", "logger=wandb", "logger.mode=offline", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_wandb_auto_without_a_key_goes_offline_without_prompting(tmp_path):
+    env = {"WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc"), "HOME": str(tmp_path)}
+    r = run_cli("experiment=smoke", "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}", timeout=240, **env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_resume_after_sigkill_ends_with_the_same_metrics(tmp_path):
+    args = ["experiment=smoke", "trainer.max_steps=8", "trainer.eval_every=2", "trainer.save_total_limit=10"]
+    straight = tmp_path / "straight"
+    r = run_cli(*args, f"hydra.run.dir={straight}")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    killed = tmp_path / "runs" / "a"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={killed}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+
+    r = run_cli(*args, "resume=true", f"hydra.run.dir={tmp_path / 'runs' / 'b'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = read(straight), read(killed)
+    for key, value in a["final"].items():
+        if "runtime" in key or "per_second" in key:
+            continue
+        assert b["final"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_resume_true_without_an_earlier_run_says_so(tmp_path):
+    r = run_cli("experiment=smoke", "resume=true", f"hydra.run.dir={tmp_path / 'x' / 'y'}")
+    assert r.returncode == 2
+    assert "no earlier run of this command with a checkpoint" in r.stderr + r.stdout
+
+
+def test_torchrun_two_processes_train_data_parallel(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    r = subprocess.run(
+        [*cmd, "experiment=smoke", f"hydra.run.dir={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = read(out)
+    assert m["status"] == "completed" and m["train"]["steps"] == 12
+    # Two ranks at batch 16 each: 12 steps see 384 examples, i.e. 1.5 epochs of the 256 capped ones.
+    assert m["train"]["epochs"] == pytest.approx(1.5, abs=0.01)

@@ -1,0 +1,48 @@
+"""Fine-tune a BERT-style encoder with sparse attention: ``python train.py task=sst2 attn=sparse attn.lam=-2``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("ssaf")
+
+
+def _run_stamp() -> str:
+    """Run-dir name: the torchrun job id (shared by all ranks), else the start time."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if job != "none":
+        return f"torchrun-{job[:12]}"
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+OmegaConf.register_new_resolver("ssaf_stamp", _run_stamp, use_cache=True, replace=True)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from ssaf.config import ConfigError
+    from ssaf.data import DataError
+    from ssaf.pipeline import run
+
+    hc = HydraConfig.get()
+    try:
+        summary = run(cfg, run_dir=hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    except (ConfigError, DataError) as e:
+        log.error("%s", e)
+        if hc.mode is not None and hc.mode.name == "MULTIRUN":
+            raise  # let the multirun launcher record the failed job
+        sys.exit(2)
+    # The returned value lets sweepers optimise the headline metric.
+    return summary["best"]["value"]
+
+
+if __name__ == "__main__":
+    main()
