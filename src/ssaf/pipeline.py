@@ -9,18 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import DataCollatorWithPadding, set_seed
+from transformers import set_seed
 
 from ssaf.attention import learned_values
 from ssaf.config import ConfigError, RunSettings, settings
-from ssaf.data import load_task_data
-from ssaf.data.features import tokenize_split
 from ssaf.models import build_model
+from ssaf.prepare import PREPARE
 from ssaf.tracking import WandbCallback, run_info, start_wandb, write_json
 from ssaf.training import (
-    ClassificationMetrics,
     NonFiniteLossError,
-    SsafTrainer,
     last_complete_checkpoint,
     training_arguments,
 )
@@ -32,40 +29,25 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune and evaluate one configuration; returns what it writes to ``metrics.json``."""
     s = settings(cfg, run_dir)
-    if s.task.kind != "classification":
-        raise ConfigError(f"task {s.task.name} is a {s.task.kind} task, which this version does not train yet")
     set_seed(s.seed)
     work_dir = resume_dir(s, overrides or []) or s.run_dir
 
-    data = load_task_data(
-        s.task,
-        s.data.source,
-        s.data.dir,
-        (s.task.train_split, *s.task.eval_splits),
-        s.trainer.max_train_samples,
-        s.trainer.max_eval_samples,
-        seed=s.seed,
-    )
     model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
-    tokenized = {k: tokenize_split(v, tokenizer, s.trainer.max_seq_length) for k, v in data.splits.items()}
-    evals = {k: tokenized[k] for k in s.task.eval_splits}
-
+    data = PREPARE[s.task.kind](s, tokenizer)
     metric_for_best = f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
-    trainer = SsafTrainer(
+    trainer = data.trainer_cls(
         model=model,
         args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, metric_for_best),
-        train_dataset=tokenized[s.task.train_split],
-        eval_dataset=evals,
+        train_dataset=data.train,
+        eval_dataset=data.evals,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=ClassificationMetrics(),
         record_stats=s.trainer.stats_every_eval,
+        **data.trainer_kwargs,
     )
-    info = run_info(data.source, data.origin, data.sizes(), data.dropped)
+    info = run_info(data.source, data.origin, data.sizes, data.dropped)
     wandb_run = None
     if trainer.is_world_process_zero():
         write_json(work_dir / "run_info.json", info)
-        first = data.splits[s.task.eval_splits[0]][0]
         wandb_run = start_wandb(
             s.logger,
             work_dir,
@@ -75,7 +57,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
             config={**OmegaConf.to_container(cfg, resolve=True), "run_info": info},  # type: ignore[dict-item]
         )
         if wandb_run is not None:
-            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=first["text_a"], text_b=first.get("text_b"))
+            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
             trainer.add_callback(
                 WandbCallback(
                     wandb_run, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
@@ -96,7 +78,9 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
                 wandb_run.finish(exit_code=1)
         raise
     train_time = time.time() - started
+    eval_started = time.time()
     final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
+    eval_time = time.time() - eval_started
 
     summary = {
         "status": "completed",
@@ -104,9 +88,10 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         "attn": s.attn_name,
         "attn_spec": s.attn.to_dict(),
         "model": s.model.name,
+        "pretrained": s.model.pretrained,
         "seed": s.seed,
         "data_source": data.source,
-        "sizes": data.sizes(),
+        "sizes": data.sizes,
         "final": final,
         "best": {
             "metric": metric_for_best,
@@ -117,6 +102,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         "learned": learned_values(model),
         "train": {
             "runtime_s": train_time,
+            "final_eval_runtime_s": eval_time,
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,
             "train_loss": result.training_loss,
@@ -128,29 +114,51 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     }
     if trainer.is_world_process_zero():
         trainer.save_model(str(work_dir / "model"))
+        predictions = getattr(trainer, "last_predictions", {})
+        for split, preds in predictions.items():
+            write_json(work_dir / ("predictions.json" if len(predictions) == 1 else f"predictions_{split}.json"), preds)
         write_json(work_dir / "metrics.json", summary)
         if wandb_run is not None:
+            log_prediction_table(wandb_run, trainer)
             wandb_run.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
             wandb_run.finish()
         print(summary_table(s, summary))
     return summary
 
 
+def log_prediction_table(run: Any, trainer: Any, n: int = 20) -> None:
+    """A W&B table of the first ``n`` QA predictions next to their gold answers."""
+    predictions = getattr(trainer, "last_predictions", None)
+    if not predictions:
+        return
+    import wandb
+
+    for split, preds in predictions.items():
+        ex = trainer.eval_examples[split]
+        rows = [
+            [ex[i]["id"], ex[i]["question"], preds[ex[i]["id"]], " | ".join(ex[i]["answers"]["text"])]
+            for i in range(min(n, len(ex)))
+        ]
+        run.log({f"predictions/{split}": wandb.Table(columns=["id", "question", "prediction", "gold"], data=rows)})
+
+
 def summary_table(s: RunSettings, summary: dict[str, Any]) -> str:
-    rows = [
-        f"\n{s.task.name} | attn={s.attn_name} | model={s.model.name} | seed={s.seed} | data={summary['data_source']}"
-    ]
-    rows.append(f"{'split':<24} {s.task.metric:>9} {'macro_f1':>9} {'zeros':>7} {'support':>8} {'entropy':>8}")
+    metrics = ("accuracy", "macro_f1") if s.task.kind == "classification" else ("exact_match", "f1")
+    head = f"{s.task.name} | attn={s.attn_name} | model={s.model.name} | seed={s.seed} | data={summary['data_source']}"
+    rows = ["", head, f"{'split':<24} {metrics[0]:>11} {metrics[1]:>9} {'zeros':>7} {'support':>8} {'entropy':>8}"]
+    nan = float("nan")
     for split in s.task.eval_splits:
-        p = f"eval_{split}_"
-        f = summary["final"]
+        f = {k.removeprefix(f"eval_{split}_"): v for k, v in summary["final"].items()}
         rows.append(
-            f"{split:<24} {f.get(p + s.task.metric, float('nan')):>9.4f} {f.get(p + 'macro_f1', float('nan')):>9.4f} "
-            f"{f.get(p + 'attn_zero_fraction', float('nan')):>7.3f} {f.get(p + 'attn_support', float('nan')):>8.2f} "
-            f"{f.get(p + 'attn_entropy', float('nan')):>8.3f}"
+            f"{split:<24} {f.get(metrics[0], nan):>11.4f} {f.get(metrics[1], nan):>9.4f} "
+            f"{f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
+            f"{f.get('attn_entropy', nan):>8.3f}"
         )
     t = summary["train"]
-    rows.append(f"train: {t['steps']} steps, {t['runtime_s']:.0f} s, {t['examples_per_s'] or 0:.1f} examples/s")
+    rows.append(
+        f"train: {t['steps']} steps, {t['runtime_s']:.0f} s, {t['examples_per_s'] or 0:.1f} examples/s; "
+        f"final evaluation {t['final_eval_runtime_s']:.0f} s"
+    )
     rows.append(f"run dir: {summary['run_dir']}")
     return "\n".join(rows)
 

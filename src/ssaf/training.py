@@ -15,6 +15,7 @@ from transformers import Trainer, TrainingArguments
 
 from ssaf.attention import AttentionStats, learned_values, record_attention_stats
 from ssaf.metrics import load_metric
+from ssaf.qa import postprocess_predictions
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -133,12 +134,13 @@ class SsafTrainer(Trainer):
         return loss
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
-        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # loops back per split
-        if not self.record_stats:
+        target = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(target, dict):  # Trainer loops over the splits and calls back here for each
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if not self.record_stats:
+            return self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
         with record_attention_stats(self.model) as stats:  # type: ignore[arg-type]
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            metrics = self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
         self.attention_stats[metric_key_prefix] = stats
         extra = {f"{metric_key_prefix}_attn_{k}": v for k, v in stats.means().items()}
         for name, values in learned_values(self.model).items():  # type: ignore[arg-type]
@@ -146,6 +148,63 @@ class SsafTrainer(Trainer):
             extra[f"{metric_key_prefix}_learned_{name}_mean"] = sum(flat) / len(flat)
         metrics.update(extra)
         self.log(extra)
+        return metrics
+
+    def evaluate_split(self, eval_dataset: Any, ignore_keys: Any, metric_key_prefix: str) -> dict[str, float]:
+        """Evaluate one split (a dataset, or the name of one of the trainer's eval datasets)."""
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+
+class QATrainer(SsafTrainer):
+    """Evaluates extractive QA the standard way: logits of every window -> best span per question ->
+    exact match / F1 against the gold answers."""
+
+    def __init__(
+        self,
+        *args: Any,
+        eval_examples: dict[str, Any],
+        n_best: int = 20,
+        max_answer_length: int = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_examples = eval_examples
+        self.n_best, self.max_answer_length = n_best, max_answer_length
+        self.metric = load_metric("squad")
+        self.last_predictions: dict[str, dict[str, str]] = {}
+
+    def evaluate_split(self, eval_dataset: Any, ignore_keys: Any, metric_key_prefix: str) -> dict[str, float]:
+        if eval_dataset is None or isinstance(eval_dataset, str):
+            names = list(self.eval_examples) if eval_dataset is None else [eval_dataset]
+            if len(names) != 1:
+                raise ValueError(f"evaluate one QA split at a time, got {names}")
+            name = names[0]
+        else:
+            raise ValueError("QATrainer evaluates its own eval splits by name (features need their examples)")
+        features: Any = self.eval_dataset[name] if isinstance(self.eval_dataset, dict) else self.eval_dataset
+        examples = self.eval_examples[name]
+        output = self.evaluation_loop(
+            self.get_eval_dataloader(features),
+            description="Evaluation",
+            prediction_loss_only=False,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        start, end = output.predictions[0], output.predictions[1]  # type: ignore[misc]
+        preds = postprocess_predictions(examples, features, start, end, self.n_best, self.max_answer_length)
+        scores = self.metric.compute(
+            predictions=[{"id": k, "prediction_text": v} for k, v in preds.items()],
+            references=[{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"], strict=True)],
+        )
+        metrics: dict[str, float] = {
+            **(output.metrics or {}),
+            **{f"{metric_key_prefix}_{k}": v for k, v in scores.items()},
+        }
+        metrics[f"{metric_key_prefix}_questions"] = len(examples)
+        metrics[f"{metric_key_prefix}_windows"] = len(features)
+        self.last_predictions[name] = preds
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
 

@@ -27,6 +27,7 @@ class TaskSpec:
     splits: tuple[str, ...]
     local: str  # the local layout's name (see ssaf.data.local.LAYOUTS)
     hub: HubSource | None = None
+    max_seq_length: int = 128
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,96 @@
+"""Per task kind: data -> trainer inputs (datasets, collator, trainer class and its extras, a picture example)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from ssaf.config import RunSettings
+from ssaf.data import load_task_data
+from ssaf.data.features import tokenize_split
+from ssaf.data.load import resolve_source
+from ssaf.data.squad import load_squad_split, tokenize_squad
+from ssaf.training import ClassificationMetrics, QATrainer, SsafTrainer
+
+
+@dataclass
+class Prepared:
+    train: datasets.Dataset
+    evals: dict[str, datasets.Dataset]
+    trainer_cls: type[SsafTrainer]
+    trainer_kwargs: dict[str, Any]
+    example: tuple[str, str | None]  # (text_a, text_b) drawn in the attention heatmap
+    source: str
+    origin: dict[str, str]
+    sizes: dict[str, int]
+    dropped: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    t = s.trainer
+    data = load_task_data(
+        s.task, s.data.source, s.data.dir, (s.task.train_split, *s.task.eval_splits),
+        t.max_train_samples, t.max_eval_samples, seed=s.seed,
+    )  # fmt: skip
+    tokenized = {k: tokenize_split(v, tokenizer, t.max_seq_length) for k, v in data.splits.items()}
+    first = data.splits[s.task.eval_splits[0]][0]
+    return Prepared(
+        train=tokenized[s.task.train_split],
+        evals={k: tokenized[k] for k in s.task.eval_splits},
+        trainer_cls=SsafTrainer,
+        trainer_kwargs={
+            "compute_metrics": ClassificationMetrics(),
+            "data_collator": DataCollatorWithPadding(tokenizer),
+        },
+        example=(first["text_a"], first.get("text_b")),
+        source=data.source,
+        origin=data.origin,
+        sizes=data.sizes(),
+        dropped=data.dropped,
+    )
+
+
+def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    t = s.trainer
+    source = resolve_source(s.data.source, s.data.dir, s.task)
+    stride = int(s.task.extra.get("doc_stride", 128))
+    if stride >= t.max_seq_length // 2:
+        raise ValueError(
+            f"task.extra.doc_stride={stride} must be below half of trainer.max_seq_length={t.max_seq_length}"
+        )
+    origin, sizes, dropped, examples = {}, {}, {}, {}
+    for split in (s.task.train_split, *s.task.eval_splits):
+        ds, report, where = load_squad_split(source, s.data.dir, split)
+        cap = t.max_train_samples if split == s.task.train_split else t.max_eval_samples
+        if split == s.task.train_split:
+            ds = ds.shuffle(seed=s.seed)
+        if cap is not None:
+            ds = ds.select(range(min(cap, len(ds))))
+        examples[split], origin[split], sizes[split], dropped[split] = ds, where, len(ds), report.as_dict()
+    train = tokenize_squad(examples[s.task.train_split], tokenizer, t.max_seq_length, stride, train=True)
+    evals = {
+        k: tokenize_squad(examples[k], tokenizer, t.max_seq_length, stride, train=False) for k in s.task.eval_splits
+    }
+    first = examples[s.task.eval_splits[0]][0]
+    return Prepared(
+        train=train,
+        evals=evals,
+        trainer_cls=QATrainer,
+        trainer_kwargs={
+            "eval_examples": {k: examples[k] for k in s.task.eval_splits},
+            "n_best": int(s.task.extra.get("n_best", 20)),
+            "max_answer_length": int(s.task.extra.get("max_answer_length", 30)),
+            "data_collator": DataCollatorWithPadding(tokenizer),
+        },
+        example=(first["question"], first["context"]),
+        source=source,
+        origin=origin,
+        sizes={**sizes, "train_windows": len(train), **{f"{k}_windows": len(v) for k, v in evals.items()}},
+        dropped=dropped,
+    )
+
+
+PREPARE = {"classification": prepare_classification, "qa": prepare_qa}
