@@ -79,7 +79,9 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         raise
     train_time = time.time() - started
     eval_started = time.time()
-    final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
+    final = last_evaluation_if_best(trainer.state)
+    if final is None:
+        final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
     eval_time = time.time() - eval_started
 
     summary = {
@@ -124,6 +126,22 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
             wandb_run.finish()
         print(summary_table(s, summary))
     return summary
+
+
+def last_evaluation_if_best(state: Any) -> dict[str, float] | None:
+    """The metrics of the evaluation at the final step when that step is also the best checkpoint.
+
+    Evaluating the best model again would then repeat the same computation (for SQuAD's full dev set,
+    minutes); the attention statistics and predictions kept by the trainer are from that evaluation too.
+    """
+    best = state.best_model_checkpoint
+    if not best or int(best.rsplit("-", 1)[-1]) != state.global_step:
+        return None
+    final: dict[str, float] = {}
+    for entry in state.log_history:
+        if entry.get("step") == state.global_step:
+            final.update({k: v for k, v in entry.items() if k.startswith("eval_")})
+    return final or None
 
 
 def log_prediction_table(run: Any, trainer: Any, n: int = 20) -> None:

@@ -64,3 +64,82 @@ def heatmap_figure(model: Any, tokenizer: Any, text_a: str, text_b: str | None =
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.6)
     return fig
+
+
+def load_checkpoint(path: str) -> tuple[Any, Any]:
+    """A saved ssaf (or stock) model directory -> (model in eval mode, tokenizer)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    import ssaf  # noqa: F401  (registers the ssaf model classes)
+
+    cfg = AutoConfig.from_pretrained(path)
+    qa = any("QuestionAnswering" in a for a in (cfg.architectures or []))
+    head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
+    return head.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def all_heads_figure(tokens: list[str], probs: np.ndarray, title: str) -> Any:
+    """Every layer (rows) x head (columns) of one example; exact zeros white, tokens on the outer axes."""
+    n_layers, n_heads = probs.shape[:2]
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(1.6 * n_heads + 1.5, 1.6 * n_layers + 1.2), squeeze=False)
+    cmap = zero_aware_cmap()
+    im = None
+    for li in range(n_layers):
+        for hi in range(n_heads):
+            ax = axes[li, hi]
+            im = ax.imshow(probs[li, hi], cmap=cmap, vmin=1e-9, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if li == 0:
+                ax.set_title(f"head {hi}", fontsize=8)
+            if hi == 0:
+                ax.set_ylabel(f"layer {li}", fontsize=8)
+            zeros = (probs[li, hi] == 0).mean()
+            ax.text(
+                0.98, 0.02, f"{zeros:.0%}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="red"
+            )
+    fig.suptitle(f"{title}: {' '.join(tokens)}\n(white = exactly 0; red = fraction of zeros)", fontsize=9)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.5)
+    return fig
+
+
+def side_by_side_figure(
+    tokens: list[str], probs: list[np.ndarray], names: list[str], layer: int, head: int | None = None
+) -> Any:
+    """One layer of each model next to each other, readable token labels (head None: mean over heads)."""
+    fig, axes = plt.subplots(1, len(probs), figsize=(5.2 * len(probs), 5), squeeze=False)
+    cmap = zero_aware_cmap()
+    im = None
+    for ax, p, name in zip(axes[0], probs, names, strict=True):
+        m = p[layer].mean(0) if head is None else p[layer, head]
+        im = ax.imshow(m, cmap=cmap, vmin=1e-9, vmax=1.0)
+        what = "mean over heads" if head is None else f"head {head}"
+        ax.set_title(f"{name}\nlayer {layer % p.shape[0]}, {what}, {(m == 0).mean():.0%} zeros", fontsize=9)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.7)
+    return fig
+
+
+def zero_fraction_figure(probs: list[np.ndarray], names: list[str]) -> Any:
+    """Compact summary: fraction of exact zeros per layer x head for each model."""
+    fig, axes = plt.subplots(1, len(probs), figsize=(4.2 * len(probs), 3.4), squeeze=False)
+    im = None
+    for ax, p, name in zip(axes[0], probs, names, strict=True):
+        z = (p == 0).mean(axis=(2, 3))  # (layers, heads)
+        im = ax.imshow(z, cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"{name}: zeros per head (mean {z.mean():.0%})", fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8)
+    return fig

@@ -1,0 +1,312 @@
+"""Compare runs from their run directories alone: group, aggregate over seeds, tables and plots.
+
+``ssaf-compare outputs/ multirun/ --out reports/lam`` (or ``python scripts/compare.py ...``) finds every
+run directory under the roots (a folder with ``.hydra/config.yaml``), groups runs by task x model x
+attention x parameters, aggregates the headline metric, attention sparsity and time per epoch over seeds
+(mean, std, n), and writes ``report.md`` and a self-contained ``report.html`` with PNG plots. Runs without
+``metrics.json`` (crashed or still running) or that failed are listed, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from omegaconf import OmegaConf
+
+HEADLINE = {"classification": "accuracy", "qa": "f1"}
+
+
+@dataclass
+class Run:
+    path: Path
+    task: str
+    attn: str
+    transform: str
+    lam: float
+    alpha: float
+    model: str
+    pretrained: bool
+    seed: int
+    status: str  # completed | failed | missing
+    metric_name: str = ""
+    metric: float | None = None
+    zero_fraction: float | None = None
+    zero_by_layer: list[float] = field(default_factory=list)
+    seconds_per_epoch: float | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
+    error: str = ""
+
+    @property
+    def param(self) -> float | None:
+        """The sparsity parameter the attention varies, if any (lam or alpha)."""
+        if self.transform in ("sparse", "learned_lam"):
+            return self.lam
+        if self.transform in ("entmax", "learned_alpha"):
+            return self.alpha
+        return None
+
+    @property
+    def group(self) -> tuple:
+        return (self.task, self.model, self.pretrained, self.attn, self.param)
+
+
+def find_run_dirs(roots: list[Path]) -> list[Path]:
+    dirs: set[Path] = set()
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist")
+        for cfg in root.rglob(".hydra/config.yaml"):
+            dirs.add(cfg.parent.parent)
+    return sorted(dirs)
+
+
+def load_run(path: Path) -> Run:
+    cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
+    kind = cfg.task.get("kind", "classification")
+    split = cfg.task.eval_splits[0]
+    run = Run(
+        path=path,
+        task=cfg.task.name,
+        attn=cfg.attn.name,
+        transform=cfg.attn.transform,
+        lam=float(cfg.attn.lam),
+        alpha=float(cfg.attn.alpha),
+        model=cfg.model.name,
+        pretrained=bool(cfg.model.pretrained),
+        seed=int(cfg.seed),
+        status="missing",
+        metric_name=f"{split} {HEADLINE[kind]}",
+    )
+    metrics_file = path / "metrics.json"
+    if not metrics_file.exists():
+        run.error = "no metrics.json (crashed, killed or still running)"
+        return run
+    m = json.loads(metrics_file.read_text())
+    run.status = m.get("status", "completed")
+    if run.status != "completed":
+        run.error = m.get("error", "failed")
+        return run
+    final = m["final"]
+    run.metric = final.get(f"eval_{split}_{HEADLINE[kind]}")
+    run.zero_fraction = final.get(f"eval_{split}_attn_zero_fraction")
+    layers = m.get("attention", {}).get(f"eval_{split}", {}).get("zero_fraction", [])
+    run.zero_by_layer = [statistics.fmean(heads) for heads in layers]
+    run.seconds_per_epoch = m.get("train", {}).get("seconds_per_epoch")
+    run.curve = [(h["step"], h["loss"]) for h in m.get("history", []) if "loss" in h and "step" in h]
+    return run
+
+
+@dataclass
+class Group:
+    key: tuple
+    runs: list[Run]
+
+    def stat(self, attr: str) -> tuple[float, float, int]:
+        """(mean, sample std, n) of a numeric attribute over the group's completed runs."""
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        if not values:
+            return math.nan, math.nan, 0
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
+        return statistics.fmean(values), std, len(values)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.status == "completed":
+            groups[r.group].append(r)
+    return [Group(k, v) for k, v in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
+
+
+def fmt(mean: float, std: float, n: int, scale: float = 1.0, digits: int = 2) -> str:
+    if n == 0:
+        return "-"
+    s = f"{mean * scale:.{digits}f}"
+    return s + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
+
+
+def markdown_table(groups: list[Group], runs: list[Run]) -> str:
+    lines = [
+        "| task | model | pre-trained | attention | lam/alpha | metric | mean ± std | n | zero fraction | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        task, model, pretrained, attn, param = g.key
+        scale = 1.0 if g.runs[0].metric_name.endswith("f1") else 100.0  # accuracy in percent
+        lines.append(
+            f"| {task} | {model} | {'yes' if pretrained else 'no'} | {attn} | {'-' if param is None else param} | "
+            f"{g.runs[0].metric_name} | {fmt(*g.stat('metric'), scale=scale)} | {g.stat('metric')[2]} | "
+            f"{fmt(*g.stat('zero_fraction'), digits=3)} | {fmt(*g.stat('seconds_per_epoch'), digits=0)} |"
+        )
+    problems = [r for r in runs if r.status != "completed"]
+    if problems:
+        lines += ["", f"**{len(problems)} run(s) without results** (not in the table):", ""]
+        lines += [f"- `{r.path}` ({r.task}, {r.attn}, seed {r.seed}): {r.status}: {r.error[:200]}" for r in problems]
+    return "\n".join(lines)
+
+
+def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
+    """Headline metric vs lam (or alpha) with error bars, softmax as a horizontal line, one panel per task."""
+    by_task: dict[str, list[Group]] = defaultdict(list)
+    for g in groups:
+        by_task[g.key[0]].append(g)
+    swept = {t: gs for t, gs in by_task.items() if any(g.key[4] is not None for g in gs)}
+    if not swept:
+        return None
+    fig, axes = plt.subplots(1, len(swept), figsize=(5.5 * len(swept), 4), squeeze=False)
+    for ax, (task, gs) in zip(axes[0], sorted(swept.items()), strict=True):
+        series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+        for g in gs:
+            mean, std, _ = g.stat("metric")
+            if g.key[4] is None:
+                label = f"{g.key[3]}" + ("" if g.key[2] else " (no pre-training)")
+                line = ax.axhline(mean, linestyle="--", linewidth=1, label=label)
+                if not math.isnan(std):
+                    ax.axhspan(mean - std, mean + std, alpha=0.1, color=line.get_color())
+            else:
+                series[g.key[3] + ("" if g.key[2] else " (no pre-training)")].append((g.key[4], mean, std))
+        for name, pts in sorted(series.items()):
+            pts.sort()
+            ax.errorbar(
+                [p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
+                marker="o", capsize=3, label=name,
+            )  # fmt: skip
+        ax.set_title(task)
+        ax.set_xlabel("lam (sparse) / alpha (entmax)")
+        ax.set_ylabel(gs[0].runs[0].metric_name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "metric_vs_param.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sparsity_by_layer(groups: list[Group], out: Path) -> Path | None:
+    """Fraction of exact zeros per layer, one line per parameter value (mean over seeds)."""
+    gs = [g for g in groups if any(r.zero_by_layer for r in g.runs)]
+    if not gs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for g in gs:
+        layers = [r.zero_by_layer for r in g.runs if r.zero_by_layer]
+        mean = [statistics.fmean(v) for v in zip(*layers, strict=True)]
+        label = f"{g.key[0]} {g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}")
+        ax.plot(range(len(mean)), mean, marker="o", label=label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("fraction of exact zeros (valid keys)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / "sparsity_by_layer.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
+    gs = [g for g in groups if any(r.curve for r in g.runs)]
+    if not gs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for g in gs:
+        for i, r in enumerate(g.runs):
+            if r.curve:
+                label = f"{g.key[0]} {g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}") if i == 0 else None
+                line = ax.plot(*zip(*r.curve, strict=True), alpha=0.8, linewidth=1, label=label)
+                if i == 0:
+                    color = line[0].get_color()
+                else:
+                    line[0].set_color(color)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / "training_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_time_per_epoch(groups: list[Group], out: Path) -> Path | None:
+    gs = [g for g in groups if g.stat("seconds_per_epoch")[2]]
+    if not gs:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(gs) + 2), 4))
+    labels = [f"{g.key[0]}\n{g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}") for g in gs]
+    means = [g.stat("seconds_per_epoch")[0] for g in gs]
+    stds = [0 if math.isnan(s := g.stat("seconds_per_epoch")[1]) else s for g in gs]
+    ax.bar(range(len(gs)), means, yerr=stds, capsize=3)
+    ax.set_xticks(range(len(gs)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("seconds per epoch")
+    fig.tight_layout()
+    path = out / "time_per_epoch.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(roots: list[Path], out: Path, title: str = "ssaf runs") -> dict[str, Any]:
+    """Write report.md, report.html and the PNGs into ``out``; returns what it found."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(d) for d in find_run_dirs(roots)]
+    if not runs:
+        raise FileNotFoundError(f"no run directories (with .hydra/config.yaml) under {', '.join(map(str, roots))}")
+    groups = group_runs(runs)
+    table = markdown_table(groups, runs)
+    plots = [
+        p
+        for p in (
+            plot_metric_vs_param(groups, out),
+            plot_sparsity_by_layer(groups, out),
+            plot_training_curves(groups, out),
+            plot_time_per_epoch(groups, out),
+        )
+        if p is not None
+    ]
+    md = [f"# {title}", "", f"{len(runs)} runs under {', '.join(map(str, roots))}", "", table, ""]
+    md += [f"![{p.stem}]({p.name})" for p in plots]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    imgs = "".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{p.stem}">'
+        f"<figcaption>{p.stem.replace('_', ' ')}</figcaption></figure>"
+        for p in plots
+    )
+    body = "\n".join(html.escape(line) for line in table.splitlines())
+    (out / "report.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}pre{{font-size:12px}}"
+        f"img{{max-width:100%}}</style><h1>{html.escape(title)}</h1><pre>{body}</pre>{imgs}"
+    )
+    return {"runs": runs, "groups": groups, "plots": plots, "table": table}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Compare ssaf runs: tables and plots from run directories.")
+    ap.add_argument("roots", nargs="+", type=Path, help="folders holding run directories (outputs/, multirun/...)")
+    ap.add_argument("--out", type=Path, default=Path("reports/latest"), help="where to write the report")
+    ap.add_argument("--title", default="ssaf runs")
+    args = ap.parse_args(argv)
+    result = write_report(args.roots, args.out, args.title)
+    print(result["table"])
+    print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.html'} ({len(result['plots'])} plots)")
+
+
+if __name__ == "__main__":
+    main()

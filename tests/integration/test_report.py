@@ -1,0 +1,145 @@
+"""Sweeps and comparisons: multirun with a failing job, W&B sweep definitions, the compare report, and the
+attention pictures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from ssaf.config import settings
+from ssaf.report import write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(root: Path, name: str, attn: str, lam: float, seed: int, acc: float | None, zeros=0.5, status="completed"):
+    """A run directory as train.py writes it, with known numbers."""
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"attn={attn}", f"attn.lam={lam}", f"seed={seed}"])
+    from omegaconf import OmegaConf
+
+    (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if acc is None:
+        return d  # crashed before writing metrics
+    metrics = {
+        "status": status,
+        "error": "loss is nan at step 3" if status == "failed" else None,
+        "final": {"eval_validation_accuracy": acc, "eval_validation_attn_zero_fraction": zeros},
+        "attention": {"eval_validation": {"zero_fraction": [[zeros, zeros], [zeros / 2, zeros / 2]]}},
+        "train": {"seconds_per_epoch": 100.0 + seed},
+        "history": [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)],
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "a", "sparse", -2.0, 1, 0.80, zeros=0.6)
+    fake_run(runs, "b", "sparse", -2.0, 2, 0.84, zeros=0.7)
+    fake_run(runs, "c", "sparse", 0.0, 1, 0.90, zeros=0.9)
+    fake_run(runs, "d", "softmax", 0.0, 1, 0.85, zeros=0.0)
+    fake_run(runs, "e", "softmax", 0.0, 2, 0.87, zeros=0.0)
+    fake_run(runs, "crashed", "sparse", 0.5, 1, None)
+    fake_run(runs, "nan", "sparse", 0.5, 2, 0.1, status="failed")
+    out = tmp_path / "report"
+    result = write_report([runs], out)
+    table = result["table"]
+    # sparse lam=-2: accuracy mean 82.00, sample std 2.83 over 2 seeds; zero fraction 0.650 +- 0.071
+    assert (
+        "| sst2 | minilm | yes | sparse | -2.0 | validation accuracy | 82.00 ± 2.83 | 2 | 0.650 ± 0.071 | 102 ± 1 |"
+        in table
+    )
+    assert "| sst2 | minilm | yes | sparse | 0.0 | validation accuracy | 90.00 | 1 | 0.900 | 101 |" in table
+    assert "| sst2 | minilm | yes | softmax | - | validation accuracy | 86.00 ± 1.41 | 2 | 0.000 ± 0.000 |" in table
+    assert "**2 run(s) without results**" in table
+    assert "crashed" in table and "no metrics.json" in table and "loss is nan" in table
+    for name in ("metric_vs_param", "sparsity_by_layer", "training_curves", "time_per_epoch"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000, name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "82.00 ± 2.83" in html
+    assert "![metric_vs_param](metric_vs_param.png)" in (out / "report.md").read_text()
+
+
+def test_compare_cli_reports_an_empty_root_clearly(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "scripts/compare.py", str(tmp_path), "--out", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode != 0 and "no run directories" in r.stderr
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "sweep").glob("*.yaml")), ids=lambda p: p.stem)
+def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path):
+    sweep = yaml.safe_load(path.read_text())
+    assert sweep["program"] == "train.py"
+    assert "${args_no_hyphens}" in sweep["command"], "Hydra takes key=value, not --key=value"
+    # The corners of every parameter: what `wandb agent` would pass as key=value arguments.
+    choices = []
+    for key, spec in sweep["parameters"].items():
+        if "value" in spec:
+            vals = [spec["value"]]
+        elif "values" in spec:
+            vals = spec["values"]
+        else:
+            vals = [spec["min"], spec["max"]]
+        choices.append([f"{key}={v}" for v in vals])
+    combos = [[c[0] for c in choices], [c[-1] for c in choices]]
+    for overrides in combos:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        s = settings(cfg, tmp_path)
+        assert s.attn.transform == "sparse"
+    assert sweep["metric"]["name"] == f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
+
+
+def test_multirun_runs_every_job_and_lists_the_failed_one(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "train.py", "-m", "experiment=smoke", "trainer.max_steps=2", "trainer.eval_every=2",
+         "attn=sparse", "attn.lam=0.5,1.5,-1", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ},
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, "a failed job makes the sweep fail"
+    assert "multirun: 3 jobs, 2 completed, 1 failed" in out
+    failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].rstrip().endswith("attn=sparse attn.lam=1.5")
+    assert "ConfigError: lam must be finite and < 1, got 1.5" in out
+    done = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
+    assert len(done) == 2, f"the jobs after the failing one still ran: {done}"
+    summary = json.loads((tmp_path / "multirun_summary.json").read_text())
+    assert [j["status"] for j in summary] == ["completed", "failed", "completed"]
+
+
+def test_visualize_attention_writes_readable_pictures(tmp_path):
+    from ssaf.pipeline import run
+
+    dirs = {}
+    for attn in ("softmax", "sparse"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=["experiment=smoke", f"attn={attn}", "trainer.max_steps=2",
+                                               "trainer.eval_every=2", "trainer.max_eval_samples=8"])  # fmt: skip
+        run(cfg, tmp_path / attn)
+        dirs[attn] = tmp_path / attn / "model"
+    out = tmp_path / "pics"
+    r = subprocess.run(
+        [sys.executable, "scripts/visualize_attention.py", str(dirs["softmax"]), str(dirs["sparse"]),
+         "--text", "a gripping , beautifully acted film", "--names", "softmax", "sparse", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("softmax_all_heads", "sparse_all_heads", "side_by_side", "zeros_summary"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10000, name
