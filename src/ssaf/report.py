@@ -158,6 +158,18 @@ def markdown_table(groups: list[Group], runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def label(g: Group) -> str:
+    """task attention [parameter]: how a group is named in legends."""
+    return f"{g.key[0]} {g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}")
+
+
 def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
     """Headline metric vs lam (or alpha) with error bars, softmax as a horizontal line, one panel per task."""
     by_task: dict[str, list[Group]] = defaultdict(list)
@@ -172,8 +184,8 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
         for g in gs:
             mean, std, _ = g.stat("metric")
             if g.key[4] is None:
-                label = f"{g.key[3]}" + ("" if g.key[2] else " (no pre-training)")
-                line = ax.axhline(mean, linestyle="--", linewidth=1, label=label)
+                baseline = f"{g.key[3]}" + ("" if g.key[2] else " (no pre-training)")
+                line = ax.axhline(mean, linestyle="--", linewidth=1, label=baseline)
                 if not math.isnan(std):
                     ax.axhspan(mean - std, mean + std, alpha=0.1, color=line.get_color())
             else:
@@ -189,11 +201,7 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
         ax.set_ylabel(gs[0].runs[0].metric_name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "metric_vs_param.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "metric_vs_param.png")
 
 
 def plot_sparsity_by_layer(groups: list[Group], out: Path) -> Path | None:
@@ -205,18 +213,13 @@ def plot_sparsity_by_layer(groups: list[Group], out: Path) -> Path | None:
     for g in gs:
         layers = [r.zero_by_layer for r in g.runs if r.zero_by_layer]
         mean = [statistics.fmean(v) for v in zip(*layers, strict=True)]
-        label = f"{g.key[0]} {g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}")
-        ax.plot(range(len(mean)), mean, marker="o", label=label)
+        ax.plot(range(len(mean)), mean, marker="o", label=label(g))
     ax.set_xlabel("layer")
     ax.set_ylabel("fraction of exact zeros (valid keys)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / "sparsity_by_layer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "sparsity_by_layer.png")
 
 
 def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
@@ -227,8 +230,7 @@ def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
     for g in gs:
         for i, r in enumerate(g.runs):
             if r.curve:
-                label = f"{g.key[0]} {g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}") if i == 0 else None
-                line = ax.plot(*zip(*r.curve, strict=True), alpha=0.8, linewidth=1, label=label)
+                line = ax.plot(*zip(*r.curve, strict=True), alpha=0.8, linewidth=1, label=label(g) if i == 0 else None)
                 if i == 0:
                     color = line[0].get_color()
                 else:
@@ -237,11 +239,7 @@ def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
     ax.set_ylabel("train loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / "training_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "training_curves.png")
 
 
 def plot_time_per_epoch(groups: list[Group], out: Path) -> Path | None:
@@ -249,17 +247,13 @@ def plot_time_per_epoch(groups: list[Group], out: Path) -> Path | None:
     if not gs:
         return None
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(gs) + 2), 4))
-    labels = [f"{g.key[0]}\n{g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}") for g in gs]
+    labels = [label(g).replace(" ", "\n", 1) for g in gs]
     means = [g.stat("seconds_per_epoch")[0] for g in gs]
     stds = [0 if math.isnan(s := g.stat("seconds_per_epoch")[1]) else s for g in gs]
     ax.bar(range(len(gs)), means, yerr=stds, capsize=3)
     ax.set_xticks(range(len(gs)), labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("seconds per epoch")
-    fig.tight_layout()
-    path = out / "time_per_epoch.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "time_per_epoch.png")
 
 
 def write_report(roots: list[Path], out: Path, title: str = "ssaf runs") -> dict[str, Any]:

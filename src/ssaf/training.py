@@ -96,19 +96,16 @@ def training_arguments(s: TrainerSettings, output_dir: Path, seed: int, metric_f
 
 
 class ClassificationMetrics:
-    """compute_metrics for Trainer: accuracy and macro F1 from the shipped `evaluate` modules."""
+    """compute_metrics for Trainer: accuracy and macro F1 from the shipped `evaluate` module."""
 
     def __init__(self) -> None:
-        self.metrics = [load_metric("accuracy"), load_metric("macro_f1")]
+        self.metric = load_metric("classification")
 
     def __call__(self, eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         logits = logits[0] if isinstance(logits, tuple) else logits
         preds = np.asarray(logits).argmax(-1)
-        out: dict[str, float] = {}
-        for m in self.metrics:
-            out.update(m.compute(predictions=preds.tolist(), references=np.asarray(labels).tolist()))
-        return out
+        return self.metric.compute(predictions=preds.tolist(), references=np.asarray(labels).tolist())
 
 
 class NonFiniteLossError(RuntimeError):

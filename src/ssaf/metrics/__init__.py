@@ -11,7 +11,7 @@ AVAILABLE = tuple(sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
-    """An `evaluate` module from this package, e.g. ``load_metric("accuracy")``."""
+    """An `evaluate` module from this package, e.g. ``load_metric("classification")``."""
     if name not in AVAILABLE:
         raise ValueError(f"unknown metric {name!r}; ssaf ships: {', '.join(AVAILABLE)}")
     return evaluate.load(str(METRICS_DIR / name))
