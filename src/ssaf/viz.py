@@ -138,6 +138,9 @@ def zero_fraction_figure(probs: list[np.ndarray], names: list[str]) -> Any:
         z = (p == 0).mean(axis=(2, 3))  # (layers, heads)
         im = ax.imshow(z, cmap="magma", vmin=0, vmax=1)
         ax.set_title(f"{name}: zeros per head (mean {z.mean():.0%})", fontsize=9)
+        ax.set_xticks(range(z.shape[1]))
+        ax.set_yticks(range(z.shape[0]))
+        ax.tick_params(labelsize=7)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
     if im is not None:
