@@ -11,7 +11,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ssaf.config import RunSettings
 from ssaf.data import load_task_data
 from ssaf.data.features import tokenize_split
-from ssaf.data.load import resolve_source
+from ssaf.data.load import cap_split, resolve_source
 from ssaf.data.squad import load_squad_split, tokenize_squad
 from ssaf.training import ClassificationMetrics, QATrainer, SsafTrainer
 
@@ -64,11 +64,8 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     origin, sizes, dropped, examples = {}, {}, {}, {}
     for split in (s.task.train_split, *s.task.eval_splits):
         ds, report, where = load_squad_split(source, s.data.dir, split)
-        cap = t.max_train_samples if split == s.task.train_split else t.max_eval_samples
-        if split == s.task.train_split:
-            ds = ds.shuffle(seed=s.seed)
-        if cap is not None:
-            ds = ds.select(range(min(cap, len(ds))))
+        train = split == s.task.train_split
+        ds = cap_split(ds, t.max_train_samples if train else t.max_eval_samples, s.seed if train else None, split)
         examples[split], origin[split], sizes[split], dropped[split] = ds, where, len(ds), report.as_dict()
     train = tokenize_squad(examples[s.task.train_split], tokenizer, t.max_seq_length, stride, train=True)
     evals = {

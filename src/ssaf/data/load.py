@@ -94,6 +94,17 @@ def to_dataset(rows: list[Row], task: TaskSpec, where: str) -> tuple[datasets.Da
     return datasets.Dataset.from_dict(cols), dropped
 
 
+def cap_split(ds: datasets.Dataset, cap: int | None, seed: int | None, split: str) -> datasets.Dataset:
+    """The first ``cap`` rows, after a seeded shuffle when ``seed`` is given (train); all rows when cap is None."""
+    if seed is not None:
+        ds = ds.shuffle(seed=seed)
+    if cap is None:
+        return ds
+    if cap <= 0:
+        raise ValueError(f"sample caps must be positive, got {cap} for split {split}")
+    return ds.select(range(min(cap, len(ds))))
+
+
 def load_task_data(
     task: TaskSpec,
     source: str,
@@ -119,12 +130,7 @@ def load_task_data(
         ds, dropped = to_dataset(rows, task, where)
         if dropped:
             log.warning("%s: dropped %d rows without a gold label ('-')", where, dropped)
-        cap = max_train_samples if split == task.train_split else max_eval_samples
-        if split == task.train_split:
-            ds = ds.shuffle(seed=seed)
-        if cap is not None:
-            if cap <= 0:
-                raise ValueError(f"sample caps must be positive, got {cap} for split {split}")
-            ds = ds.select(range(min(cap, len(ds))))
+        train = split == task.train_split
+        ds = cap_split(ds, max_train_samples if train else max_eval_samples, seed if train else None, split)
         out.splits[split], out.origin[split], out.dropped[split] = ds, where, dropped
     return out

@@ -225,11 +225,11 @@ LAYOUTS: dict[str, Callable[[tuple[str, ...]], Layout]] = {
 }
 
 
-def find_split_file(root: Path, layout: Layout, split: str) -> Path:
+def find_split_file(root: Path, paths: dict[str, tuple[str, ...]], split: str) -> Path:
     """The first existing path for ``split`` under ``root``; a DataError listing every path tried."""
-    candidates = layout.paths.get(split)
+    candidates = paths.get(split)
     if not candidates:
-        raise DataError(f"the local layout has no split {split!r}; it has {', '.join(layout.paths)}")
+        raise DataError(f"the local layout has no split {split!r}; it has {', '.join(paths)}")
     for pattern in candidates:
         hits = sorted(glob.glob(os.path.join(root, pattern)))
         if hits:
@@ -243,7 +243,7 @@ def read_local_split(root: Path, layout_name: str, split: str, labels: tuple[str
     if layout_name not in LAYOUTS:
         raise DataError(f"unknown local layout {layout_name!r}; known: {', '.join(LAYOUTS)}")
     layout = LAYOUTS[layout_name](labels)
-    path = find_split_file(root, layout, split)
+    path = find_split_file(root, layout.paths, split)
     rows = list(layout.reader(path))
     if not rows:
         raise DataError(f"{path}: split {split!r} is empty")

@@ -17,22 +17,19 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from ssaf.data.errors import DataError
-from ssaf.data.local import Layout, find_split_file, open_text
+from ssaf.data.local import find_split_file, open_text
 
 log = logging.getLogger(__name__)
 
-LAYOUT = Layout(
-    {
-        "train": (
-            "squad/train-v1.1.json",
-            "squad/train-v1.1.json.gz",
-            "squad/train-v1.1.*.json.gz",
-            "squad/train*.json*",
-        ),
-        "validation": ("squad/dev-v1.1.json", "squad/dev-v1.1.json.gz", "squad/dev*.json*"),
-    },
-    reader=lambda path: iter(()),  # SQuAD files are read by read_squad_file, not row by row
-)
+PATHS = {  # candidate files per split under the data root, first match wins
+    "train": (
+        "squad/train-v1.1.json",
+        "squad/train-v1.1.json.gz",
+        "squad/train-v1.1.*.json.gz",
+        "squad/train*.json*",
+    ),
+    "validation": ("squad/dev-v1.1.json", "squad/dev-v1.1.json.gz", "squad/dev*.json*"),
+}
 MAX_QUESTION_TOKENS = 64
 
 
@@ -125,7 +122,7 @@ def load_squad_split(source: str, data_dir: str | None, split: str) -> tuple[dat
     """One split as a dataset of questions (id, title, context, question, answers)."""
     if source == "local":
         assert data_dir is not None
-        path = find_split_file(Path(data_dir), LAYOUT, split)
+        path = find_split_file(Path(data_dir), PATHS, split)
         rows, report = squad_rows(read_squad_file(path), str(path))
         where = str(path)
     elif source == "hub":

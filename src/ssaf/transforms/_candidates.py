@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ssaf.transforms._common import compute_dtype
+from ssaf.transforms._common import additive_mask, compute_dtype
 
 
 @dataclass
@@ -51,11 +51,7 @@ def find_candidates(z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Ca
     n = z.shape[-1]
     n_rows = z.numel() // max(n, 1)
     cd = compute_dtype(z.dtype)
-    if mask is None:
-        zz = z
-    else:
-        # Adding a -inf bias is ~3x faster than masked_fill with a broadcast (B, 1, 1, K) mask.
-        zz = z + torch.zeros(mask.shape, dtype=cd, device=z.device).masked_fill_(~mask, float("-inf"))
+    zz = z if mask is None else z + additive_mask(mask, cd, float("-inf"))
     m = zz.amax(dim=-1, keepdim=True).to(cd)  # (..., 1); -inf for fully masked rows
     s = scale.to(cd) if isinstance(scale, Tensor) else scale
     # A little slack below the bound keeps rounding in the comparison from dropping an entry.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssaf.transforms._common import check_dim, check_mask, compute_dtype
+from ssaf.transforms._common import additive_mask, check_dim, check_mask, compute_dtype
 
 
 def softmax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
@@ -25,11 +25,9 @@ def softmax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
     cd = compute_dtype(z.dtype)
     if mask is None:
         return torch.softmax(z, dim=d, dtype=cd).to(z.dtype)
-    # An additive bias built at the mask's (often broadcast, e.g. (B, 1, 1, K)) size is ~3x cheaper than
-    # masked_fill over the scores. finfo.min, not -inf, keeps fully masked rows finite (uniform), and
-    # exp(finfo.min - max) is exactly 0, so masked entries get exact zeros.
-    bias = torch.zeros(mask.shape, dtype=cd, device=z.device).masked_fill_(~mask, torch.finfo(cd).min)
-    p = torch.softmax(z.to(cd) + bias, dim=d)
+    # finfo.min, not -inf, keeps fully masked rows finite (uniform), and exp(finfo.min - max) is exactly 0,
+    # so masked entries get exact zeros.
+    p = torch.softmax(z.to(cd) + additive_mask(mask, cd, torch.finfo(cd).min), dim=d)
     has_valid = mask.any(dim=d, keepdim=True)
     if not bool(has_valid.all()):  # zero the rows with no valid entry (uniform over masked otherwise)
         p = p * has_valid
