@@ -42,6 +42,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         eval_dataset=data.evals,
         processing_class=tokenizer,
         record_stats=s.trainer.stats_every_eval,
+        stats_sample_every=s.trainer.stats_sample_every,
         **data.trainer_kwargs,
     )
     info = run_info(data.source, data.origin, data.sizes, data.dropped)

@@ -36,13 +36,15 @@ class TrainerSettings:
     report_every: int = 50
     save_total_limit: int = 2
     stats_every_eval: bool = True
+    stats_sample_every: int = 1
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_seq_length"):
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_seq_length",
+                     "stats_sample_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
@@ -115,9 +117,9 @@ class NonFiniteLossError(RuntimeError):
 class SsafTrainer(Trainer):
     """Trainer that records attention statistics during evaluation and refuses to step on a NaN/inf loss."""
 
-    def __init__(self, *args: Any, record_stats: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, record_stats: bool = True, stats_sample_every: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.record_stats = record_stats
+        self.record_stats, self.stats_sample_every = record_stats, stats_sample_every
         self.attention_stats: dict[str, AttentionStats] = {}  # eval prefix -> stats of the last evaluation
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -136,10 +138,11 @@ class SsafTrainer(Trainer):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         if not self.record_stats:
             return self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
-        with record_attention_stats(self.model) as stats:  # type: ignore[arg-type]
+        with record_attention_stats(self.model, self.stats_sample_every) as stats:  # type: ignore[arg-type]
             metrics = self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
         self.attention_stats[metric_key_prefix] = stats
         extra = {f"{metric_key_prefix}_attn_{k}": v for k, v in stats.means().items()}
+        extra[f"{metric_key_prefix}_attn_batches_measured"] = stats.batches_measured
         for name, values in learned_values(self.model).items():  # type: ignore[arg-type]
             flat = [v for layer in values for v in layer]
             extra[f"{metric_key_prefix}_learned_{name}_mean"] = sum(flat) / len(flat)

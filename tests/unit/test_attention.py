@@ -216,6 +216,21 @@ def test_attention_stats_match_the_returned_probabilities():
     assert stats.summary() == summary
 
 
+def test_attention_stats_every_k_measures_a_subset_of_the_batches():
+    model = tiny_model("bert", SPECS["sparsemax"])
+    ids, mask, _ = batch()
+    with torch.no_grad(), record_attention_stats(model) as one:
+        model(input_ids=ids, attention_mask=mask)
+    with torch.no_grad(), record_attention_stats(model, every=2) as sampled:
+        model(input_ids=ids, attention_mask=mask)  # measured
+        model(input_ids=torch.flip(ids, [1]), attention_mask=torch.ones_like(mask))  # skipped
+        model(input_ids=ids, attention_mask=mask)  # measured
+    assert (sampled.batches_seen, sampled.batches_measured) == (3, 2)
+    assert sampled.means() == pytest.approx(one.means())  # the same batch twice: the same means
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        record_attention_stats(model, every=0).__enter__()
+
+
 def test_stats_are_measured_before_dropout():
     model = tiny_model("bert", SPECS["softmax"], attention_probs_dropout_prob=0.5).train()
     ids, mask, _ = batch()
