@@ -1,11 +1,15 @@
 """Benchmark one fine-tuning step (forward, backward, AdamW) of an encoder under every attention.
 
 Default: the packaged MiniLM-L6 (offline), batch 32, sequence 128 with a padding mask (lengths
-64-128), 2 threads, median of 10 steps after 2 warm-up steps. Each attention runs in its own child
-process so that its peak memory (max RSS on CPU, max allocated on CUDA) is its own; ratios are to
-the stock eager-softmax step measured in the same run.
+64-128), 2 threads, median of 10 steps after 2 warm-up steps. On CPU each attention runs in its own
+child process so that its peak memory (max RSS) is its own; on CUDA they run in one process (the peak
+allocated memory is reset between rows). Ratios are to the stock eager-softmax and sdpa steps measured
+in the same run. ``--package`` adds rows that call the `entmax` package inside the same attention
+(the baseline the transforms are measured against); ``--autocast`` runs the step under bf16 autocast
+(fp32 weights), as the trainer does on a GPU.
 
-    python scripts/bench_step.py [--batch 32] [--seq 128] [--steps 10] [--device cpu] [--model minilm|bert-base]
+    python scripts/bench_step.py [--batch 32] [--seq 128] [--steps 10] [--device cpu|cuda]
+                                 [--model minilm|bert-base] [--autocast] [--package]
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import resource
 import statistics
 import time
+from typing import Any
 
 ATTNS = [
     ("eager softmax (stock)", "eager", None),
@@ -29,6 +35,38 @@ ATTNS = [
     ("learned_alpha", "ssaf", {"transform": "learned_alpha", "alpha": 1.5}),
     ("learned_lam", "ssaf", {"transform": "learned_lam", "lam": 0.0}),
 ]
+PACKAGE = [  # the entmax package's transforms inside the same attention function (--package)
+    ("entmax pkg sparsemax", "pkg_sparsemax", None),
+    ("entmax pkg sparse (lam=-1)", "pkg_sparse", None),
+    ("entmax pkg entmax15", "pkg_entmax15", None),
+    ("entmax pkg entmax (alpha=1.3)", "pkg_entmax", None),
+]
+
+
+def register_package_attention(name: str) -> None:
+    """Register attention ``name`` that applies the entmax package's transform (masked entries -inf)."""
+    import entmax
+    import torch
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.modeling_utils import AttentionInterface
+
+    fn = {
+        "pkg_sparsemax": lambda z: entmax.sparsemax(z, -1),
+        "pkg_sparse": lambda z: entmax.sparsemax(z / 2.0, -1),  # sparsegen-lin lam = -1
+        "pkg_entmax15": lambda z: entmax.entmax15(z, -1),
+        "pkg_entmax": lambda z: entmax.entmax_bisect(z, 1.3, -1),
+    }[name]
+
+    def forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        scores = torch.matmul(query, key.transpose(2, 3)) * (scaling or query.size(-1) ** -0.5)
+        if attention_mask is not None:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        probs = fn(scores.float()).to(value.dtype)
+        dropped = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
+        return torch.matmul(dropped, value).transpose(1, 2).contiguous(), probs
+
+    AttentionInterface.register(name, forward)
+    AttentionMaskInterface.register(name, sdpa_mask)
 
 
 def build(model: str, impl: str, spec: dict | None, device: str, dtype: str):
@@ -49,6 +87,8 @@ def build(model: str, impl: str, spec: dict | None, device: str, dtype: str):
     if impl == "ssaf":
         cfg = ssaf_config(base, AttentionSpec(**spec))
     else:
+        if impl.startswith("pkg_"):
+            register_package_attention(impl)
         cfg = base
         cfg._attn_implementation = impl
     torch.manual_seed(0)
@@ -61,7 +101,17 @@ def build(model: str, impl: str, spec: dict | None, device: str, dtype: str):
     return m.to(device=device, dtype=getattr(torch, dtype)).train()
 
 
-def child(args: argparse.Namespace, impl: str, spec: dict | None, q: mp.Queue) -> None:
+def child(args: argparse.Namespace, impl: str, spec: dict | None, q: Any) -> None:
+    """Measure one attention and put its result (or the error it raised) on ``q``."""
+    try:
+        q.put(measure(args, impl, spec))
+    except Exception as e:  # noqa: BLE001 - a failing row is reported, the others still run
+        q.put({"error": f"{type(e).__name__}: {str(e)[:200]}"})
+
+
+def measure(args: argparse.Namespace, impl: str, spec: dict | None) -> dict:
+    import contextlib
+
     import torch
     import transformers
 
@@ -77,13 +127,20 @@ def child(args: argparse.Namespace, impl: str, spec: dict | None, q: mp.Queue) -
     ids, mask, labels = ids.to(args.device), mask.to(args.device), labels.to(args.device)
     cuda = args.device.startswith("cuda")
     if cuda:
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    autocast = (
+        torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16)
+        if args.autocast
+        else contextlib.nullcontext()
+    )
     times = []
     for i in range(args.steps + 2):
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with autocast:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         loss = loss.detach()
         opt.step()
@@ -95,7 +152,11 @@ def child(args: argparse.Namespace, impl: str, spec: dict | None, q: mp.Queue) -
     peak = (
         torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    q.put({"ms": statistics.median(times) * 1e3, "peak_mb": peak, "loss": loss.item()})
+    result = {"ms": statistics.median(times) * 1e3, "peak_mb": peak, "loss": loss.item()}
+    del model, opt
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
 
 
 def main() -> None:
@@ -107,27 +168,42 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast around the forward pass")
+    ap.add_argument("--package", action="store_true", help="add rows with the entmax package's transforms")
+    ap.add_argument("--in-process", action="store_true", help="no child processes (the default on CUDA)")
     ap.add_argument("--only", default="", help="comma-separated row numbers to run (default: all)")
     ap.add_argument("--json", default="", help="also write the rows to this file")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    rows = ATTNS if not args.only else [ATTNS[int(i)] for i in args.only.split(",")]
+    table = ATTNS + (PACKAGE if args.package else [])
+    rows = table if not args.only else [table[int(i)] for i in args.only.split(",")]
     ctx = mp.get_context("spawn")
     results = []
+    in_process = args.in_process or args.device.startswith("cuda")
+    precision = "bf16 autocast" if args.autocast else args.dtype
     print(
-        f"model {args.model}, batch {args.batch}, seq {args.seq}, device {args.device}, {args.dtype}, "
+        f"model {args.model}, batch {args.batch}, seq {args.seq}, device {args.device}, {precision}, "
         f"threads {args.threads}, median of {args.steps} steps"
     )
     print("| attention | ms/step | x eager softmax | x sdpa | peak MB |")
     print("|---|---|---|---|---|")
     base: dict[str, float] = {}
     for name, impl, spec in rows:
-        q = ctx.Queue()
-        p = ctx.Process(target=child, args=(args, impl, spec, q))
-        p.start()
-        r = q.get()
-        p.join()
-        if spec is None:
+        if in_process:
+            q: Any = queue.Queue()
+            child(args, impl, spec, q)
+            r = q.get()
+        else:
+            q = ctx.Queue()
+            p = ctx.Process(target=child, args=(args, impl, spec, q))
+            p.start()
+            p.join()
+            r = q.get() if not q.empty() else {"error": f"child process died (exit code {p.exitcode})"}
+        if "error" in r:
+            print(f"| {name} | failed: {r['error']} | | | |", flush=True)
+            results.append({"attention": name, **r})
+            continue
+        if spec is None and impl in ("eager", "sdpa"):
             base[impl] = r["ms"]
         ratios = [f"{r['ms'] / base[k]:.2f}" if base.get(k) else "-" for k in ("eager", "sdpa")]
         print(f"| {name} | {r['ms']:.0f} | {ratios[0]} | {ratios[1]} | {r['peak_mb']:.0f} |", flush=True)

@@ -24,16 +24,18 @@ except ImportError:  # the oracle lives in the dev extra
     E = None
 
 SHAPES = [(32, 12, 64, 64), (8, 12, 128, 128), (4, 12, 384, 384)]
+# bert-base fine-tuning on a GPU: batch 32 at 128 tokens, batch 16 at 384 (SQuAD)
+GPU_SHAPES = [(32, 12, 128, 128), (16, 12, 384, 384)]
 Fn = Callable[[Tensor, Tensor | None], Tensor]
 
 
-def scores(shape: tuple[int, ...], device: str, seed: int = 0) -> Tensor:
+def scores(shape: tuple[int, ...], device: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Tensor:
     """Attention-like scores q.k / sqrt(d) with d = 64 and q, k ~ N(0, 2^2): std about 4."""
     g = torch.Generator().manual_seed(seed)
     b, h, lq, lk = shape
     q = torch.randn(b, h, lq, 64, generator=g) * 2
     k = torch.randn(b, h, lk, 64, generator=g) * 2
-    return (q @ k.transpose(-1, -2) / 8).to(device)
+    return (q @ k.transpose(-1, -2) / 8).to(device=device, dtype=dtype)
 
 
 def padding_mask(shape: tuple[int, ...], device: str, seed: int = 1) -> Tensor:
@@ -97,17 +99,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shapes", default="all", help="'all' or indices into the shape list, e.g. 0,1")
+    ap.add_argument("--shapes", default="all", help="'all', 'gpu' or indices into the shape list, e.g. 0,1")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    if args.shapes in ("all", "gpu"):
+        shapes = SHAPES if args.shapes == "all" else GPU_SHAPES
+    else:
+        shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
+    dtype = getattr(torch, args.dtype)
     mine, ref = ours(), reference()
     if E is None:
         print("entmax package not installed (pip install -e '.[dev]'): ratios to it are omitted")
     # The float64 oracle: the package where it exists (independent code), ours otherwise.
     oracle = {name: ref.get(name, mine[name]) for name in mine}
 
-    print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}, median of {args.repeats}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"threads {args.threads}"
+    print(f"torch {torch.__version__}, device {args.device} ({where}), {args.dtype}, median of {args.repeats}")
     header = (
         "| shape (B,H,L,L) | mask | transform | fwd ms | fwd x softmax | fwd x entmax | "
         "fwd+bwd ms | f+b x softmax | f+b x entmax | entmax f+b ms | max abs err vs f64 |"
@@ -115,7 +123,7 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for shape in shapes:
-        z = scores(shape, args.device)
+        z = scores(shape, args.device, dtype)
         for masked in (False, True):
             m = padding_mask(shape, args.device) if masked else None
             base_f = timed(ref["softmax"], z, m, False, args.repeats)
