@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 
 import pytest
 import torch
@@ -328,3 +329,68 @@ def test_learned_lambda_stays_below_one_and_gets_gradient():
 def test_learned_modules_reject_invalid_init(cls, init, match):
     with pytest.raises(ValueError, match=match):
         cls(num_heads=2, init=init)
+
+
+# ---------------------------------------------------------------- the dense (accelerator) path
+# On CUDA the transforms run on whole rows (ssaf.transforms._dense) instead of candidate lists; both
+# paths run on CPU here, so the GPU path is pinned to the tested one without a GPU.
+
+
+def _paths(name):
+    te = importlib.import_module("ssaf.transforms.entmax")  # the package exports functions of these names
+    ts = importlib.import_module("ssaf.transforms.sparsemax")
+
+    return {
+        "sparsemax": (ts._SparsemaxFunction, ts._DenseSparsemaxFunction, (1.0,)),
+        "sparsegen_lin(-2)": (ts._SparsemaxFunction, ts._DenseSparsemaxFunction, (1 / 3,)),
+        "sparsegen_lin(0.5)": (ts._SparsemaxFunction, ts._DenseSparsemaxFunction, (2.0,)),
+        "entmax15": (te._Entmax15Function, te._DenseEntmax15Function, ()),
+        "entmax_bisect(1.3)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (1.3, 1e-12)),
+        "entmax_bisect(3.0)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (3.0, 1e-12)),
+    }[name]
+
+
+DENSE = ["sparsemax", "sparsegen_lin(-2)", "sparsegen_lin(0.5)", "entmax15", "entmax_bisect(1.3)", "entmax_bisect(3.0)"]
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_dense_path_equals_the_candidate_path(name):
+    """Same output and gradient (float64) on ties, padding and a fully masked sequence."""
+    z = attention_scores((3, 4, 17, 33), seed=5, dtype=torch.float64)
+    z[0, 0, 0, :5] = 1.0  # ties
+    z[1, 1, 2] = 0.25  # a flat row
+    mask = key_mask(3, 33, empty_rows=1)
+    g = attention_scores(z.shape, seed=6, dtype=torch.float64)
+    outs, grads = [], []
+    for fn in _paths(name)[:2]:
+        x = z.clone().requires_grad_(True)
+        out = fn.apply(x, mask, *_paths(name)[2])
+        out.backward(g)
+        outs.append(out.detach())
+        grads.append(x.grad)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-9)
+    assert (outs[1][0] == 0).all() and (grads[1][0] == 0).all()
+    assert (outs[1][~mask.expand_as(z)] == 0).all()
+
+
+def test_dense_paths_gradcheck_with_per_head_parameters():
+    from ssaf.transforms.entmax import _DenseEntmaxBisectFunction
+    from ssaf.transforms.sparsemax import _DenseSparsemaxFunction
+
+    z = attention_scores((2, 3, 4, 9), seed=7, dtype=torch.float64).requires_grad_(True)
+    mask = key_mask(2, 9, seed=3)
+    scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, s: _DenseSparsemaxFunction.apply(x, mask, s), (z, scale))
+    alpha = torch.tensor([1.2, 1.5, 1.9], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, a: _DenseEntmaxBisectFunction.apply(x, mask, a, 1e-12), (z, alpha))
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_dense_path_keeps_half_precision_and_large_values(name):
+    cpu, dense, args = _paths(name)
+    args = tuple(1e-6 if a == 1e-12 else a for a in args)
+    z = (attention_scores((2, 4, 8, 64), seed=8) * 1e3).clamp(-1e4, 1e4).to(torch.bfloat16)
+    p = dense.apply(z, key_mask(2, 64, empty_rows=1), *args)
+    assert p.dtype == torch.bfloat16 and torch.isfinite(p).all()
+    assert (p[0] == 0).all() and torch.allclose(p[1:].float().sum(-1), torch.ones(1), atol=1e-2)

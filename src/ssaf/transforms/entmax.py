@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from ssaf.transforms._candidates import find_candidates, gather, row_scale, scatter_rows, segment_sum, select
-from ssaf.transforms._common import check_dim, check_mask, from_last, row_param, sum_to_shape, to_last
+from ssaf.transforms._common import check_dim, check_mask, compute_dtype, from_last, row_param, sum_to_shape, to_last
+from ssaf.transforms._dense import entmax15_probabilities, entmax_probabilities, shifted_scores
 
 # A cap that correct inputs never reach (Newton from below converges quadratically, and a step that
 # rounds to zero ends the search); it only bounds the loop against pathological rounding.
@@ -109,7 +110,26 @@ def entmax15(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
     d = check_dim(z, dim)
     check_mask(mask, z)
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
-    return from_last(_Entmax15Function.apply(zl, to_last(mask, d)), d)
+    fn = _Entmax15Function if zl.device.type == "cpu" else _DenseEntmax15Function
+    return from_last(fn.apply(zl, to_last(mask, d)), d)
+
+
+class _DenseEntmax15Function(torch.autograd.Function):
+    """entmax15 on whole rows (see ``_dense``): the path for accelerators."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, mask: Tensor | None) -> Tensor:
+        p = entmax15_probabilities(shifted_scores(z, mask, 0.5), _MAX_ITER)
+        ctx.save_for_backward(p)
+        return p.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
+        (p,) = ctx.saved_tensors
+        w = p.sqrt()  # p^(2 - alpha); 0 off the support
+        gw = g.to(p.dtype) * w
+        q = gw.sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=torch.finfo(p.dtype).tiny)
+        return (gw - q * w).to(g.dtype), None
 
 
 def _pow(r: Tensor, e: Tensor | float) -> Tensor:
@@ -201,6 +221,41 @@ class _EntmaxBisectFunction(torch.autograd.Function):
         return grad_z, None, grad_alpha, None
 
 
+class _DenseEntmaxBisectFunction(torch.autograd.Function):
+    """entmax_bisect on whole rows (see ``_dense``): the path for accelerators."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, mask: Tensor | None, alpha: Tensor | float, tol: float) -> Tensor:
+        a = alpha.to(compute_dtype(z.dtype)) if isinstance(alpha, Tensor) else alpha
+        p = entmax_probabilities(shifted_scores(z, mask, a - 1), a - 1, tol, _MAX_ITER)
+        ctx.save_for_backward(p, a if isinstance(a, Tensor) else None)
+        ctx.alpha = None if isinstance(a, Tensor) else a
+        ctx.alpha_shape = alpha.shape if isinstance(alpha, Tensor) else None
+        ctx.alpha_dtype = alpha.dtype if isinstance(alpha, Tensor) else None
+        return p.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        p, a_t = ctx.saved_tensors
+        a = a_t if a_t is not None else ctx.alpha
+        tiny = torch.finfo(p.dtype).tiny
+        w = _pow(p, 2 - a)  # p^(2 - alpha) on the support, 0 elsewhere
+        wsum = w.sum(-1, keepdim=True).clamp(min=tiny)
+        gs = g.to(p.dtype)
+        gw = gs * w
+        grad_z = (gw - w * (gw.sum(-1, keepdim=True) / wsum)).to(g.dtype)
+        grad_alpha = None
+        if ctx.needs_input_grad[2]:
+            # The formula of _EntmaxBisectFunction.backward, on whole rows (0 log 0 = 0).
+            beta = 1.0 / (a - 1)
+            plogp = torch.special.xlogy(p, p)
+            w_hat = w / wsum
+            dp = beta * beta * (p - w_hat) - beta * (plogp - w_hat * plogp.sum(-1, keepdim=True))
+            per_row = (gs * dp).sum(-1, keepdim=True)
+            grad_alpha = sum_to_shape(per_row, ctx.alpha_shape).to(ctx.alpha_dtype)
+        return grad_z, None, grad_alpha, None
+
+
 def _check_alpha(alpha: Tensor | float) -> None:
     if isinstance(alpha, Tensor):
         ok = bool(torch.isfinite(alpha).all()) and bool((alpha > 1).all())
@@ -245,4 +300,5 @@ def entmax_bisect(
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
-    return from_last(_EntmaxBisectFunction.apply(zl, to_last(mask, d), a, tol), d)
+    fn = _EntmaxBisectFunction if zl.device.type == "cpu" else _DenseEntmaxBisectFunction
+    return from_last(fn.apply(zl, to_last(mask, d), a, tol), d)

@@ -29,6 +29,8 @@ def softmax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
     # so masked entries get exact zeros.
     p = torch.softmax(z.to(cd) + additive_mask(mask, cd, torch.finfo(cd).min), dim=d)
     has_valid = mask.any(dim=d, keepdim=True)
-    if not bool(has_valid.all()):  # zero the rows with no valid entry (uniform over masked otherwise)
+    # Zero the rows with no valid entry (uniform over masked otherwise). On CPU the test is cheaper than
+    # the product; on an accelerator it would make the host wait for the device.
+    if p.device.type != "cpu" or not bool(has_valid.all()):
         p = p * has_valid
     return p.to(z.dtype)

@@ -26,6 +26,7 @@ from ssaf.transforms._candidates import (
     segment_sum,
     select,
 )
+from ssaf.transforms._dense import shifted_scores, sparsemax_threshold
 from ssaf.transforms._common import check_dim, check_mask, from_last, row_param, sum_to_shape, to_last
 
 
@@ -102,12 +103,44 @@ class _SparsemaxFunction(torch.autograd.Function):
         return grad_z, None, grad_scale
 
 
+class _DenseSparsemaxFunction(torch.autograd.Function):
+    """The same function on whole rows (see ``_dense``): the path for accelerators."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Tensor:
+        x = shifted_scores(z, mask, scale)
+        tau, _ = sparsemax_threshold(x)
+        p = (x - tau).clamp(min=0)
+        out = p.to(z.dtype)
+        # The support is read back from the fp32 probabilities, so it is exactly the solver's.
+        ctx.save_for_backward(p, scale if isinstance(scale, Tensor) else None)
+        ctx.scale = None if isinstance(scale, Tensor) else scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None]:
+        p, scale_t = ctx.saved_tensors
+        scale = scale_t.to(p.dtype) if scale_t is not None else ctx.scale
+        on = p > 0
+        gx = torch.where(on, g.to(p.dtype), torch.zeros((), dtype=p.dtype, device=p.device))
+        k = on.sum(dim=-1, keepdim=True, dtype=p.dtype).clamp(min=1)
+        gx = torch.where(on, gx - gx.sum(dim=-1, keepdim=True) / k, gx)
+        grad_z = (gx * scale).to(g.dtype)
+        grad_scale = None
+        if scale_t is not None and ctx.needs_input_grad[2]:
+            # sum_i gx_i z_i = sum_i gx_i (p_i + tau) / scale = sum_i gx_i p_i / scale (gx sums to 0).
+            per_row = (gx * p).sum(dim=-1, keepdim=True) / scale
+            grad_scale = sum_to_shape(per_row, scale_t.shape).to(scale_t.dtype)
+        return grad_z, None, grad_scale
+
+
 def _apply(z: Tensor, mask: Tensor | None, scale: Tensor | float, dim: int) -> Tensor:
     d = check_dim(z, dim)
     check_mask(mask, z)
     s = row_param(scale, z, d, "scale")
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
-    return from_last(_SparsemaxFunction.apply(zl, to_last(mask, d), s), d)
+    fn = _SparsemaxFunction if zl.device.type == "cpu" else _DenseSparsemaxFunction
+    return from_last(fn.apply(zl, to_last(mask, d), s), d)
 
 
 def sparsemax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:

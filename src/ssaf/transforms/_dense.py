@@ -1,0 +1,134 @@
+"""Dense-row threshold search, for accelerators.
+
+On a GPU the candidate lists of ``_candidates`` cost more than they save: every compaction
+(``nonzero``) and every data-dependent loop test waits for the device, and a transform becomes a few
+hundred small launches (about 1 ms whatever the size, measured on an H100). Here every pass reads the
+whole row instead, with fixed shapes, so nothing waits for the device except one convergence test
+every ``PASSES_PER_CHECK`` passes; the passes are memory-bound reductions the device does at full
+bandwidth. Exactness still comes from the fixed-point test, not from a pass count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssaf.transforms._common import additive_mask, compute_dtype
+
+PASSES_PER_CHECK = 3  # passes at a fixed point change nothing, so a few extra cost only bandwidth
+
+
+def shifted_scores(z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Tensor:
+    """``scale * (z - max_valid(z))`` in the compute dtype, -inf at masked entries.
+
+    A row with no valid entry is all -inf (its max is taken as 0, so no NaN appears).
+    """
+    cd = compute_dtype(z.dtype)
+    x = z.to(cd)
+    if mask is not None:
+        x = x + additive_mask(mask, cd, float("-inf"))
+    m = x.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros((), dtype=cd, device=m.device))
+    s = scale.to(cd) if isinstance(scale, Tensor) else scale
+    return (x - m) * s
+
+
+def sparsemax_threshold(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Michelot's fixed point on whole rows: tau with ``sum_i max(x_i - tau, 0) = 1`` per row.
+
+    Args:
+        x: (..., n) scores with each row's maximum at 0 (or a row of -inf: no valid entry).
+
+    Returns:
+        tau (..., 1) and the support size (..., 1) in the dtype of ``x``. From the lower bound
+        tau_0 = -1 every pass sets tau to (sum_S x - 1) / |S| over S = {x > tau}, which is again a
+        lower bound and never smaller; S only shrinks, and a pass that leaves every |S| unchanged
+        has reached the exact support (see ``sparsemax``'s module docstring).
+    """
+    tau = torch.full((*x.shape[:-1], 1), -1.0, dtype=x.dtype, device=x.device)
+    k = torch.full_like(tau, float(x.shape[-1]) + 1)  # more than any support: the first pass changes it
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    while True:
+        for _ in range(PASSES_PER_CHECK):
+            on = x > tau
+            k_prev, k = k, on.sum(dim=-1, keepdim=True, dtype=x.dtype)
+            new = (torch.where(on, x, zero).sum(dim=-1, keepdim=True) - 1) / k.clamp(min=1)
+            tau = torch.maximum(tau, new)  # never down, also under rounding
+        if not bool((k != k_prev).any()):  # one wait for the device per PASSES_PER_CHECK passes
+            return tau, k
+
+
+def _rowsum(v: Tensor) -> Tensor:
+    return v.sum(dim=-1, keepdim=True)
+
+
+def entmax15_probabilities(x: Tensor, max_iter: int) -> Tensor:
+    """Exact 1.5-entmax on whole rows: ``p = max(x - tau, 0)^2`` with ``sum p = 1``.
+
+    Args:
+        x: (..., n) halved scores with each row's maximum at 0 (a row of -inf has no valid entry).
+        max_iter: a bound against pathological rounding only; the loop ends on exactness.
+
+    The same iteration as ``entmax15_solve`` (Newton from the lower bound -1, each pass testing the
+    closed-form root on the current support for exactness), then tau from centred support statistics.
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    tau = torch.full((*x.shape[:-1], 1), -1.0, dtype=x.dtype, device=x.device)
+    for it in range(max_iter):
+        r = (x - tau).clamp(min=0)
+        supp = r > 0
+        k = supp.sum(dim=-1, keepdim=True, dtype=x.dtype)
+        r1, r2 = _rowsum(r), _rowsum(r * r)
+        disc = r1 * r1 - k * (r2 - 1)
+        u = ((r2 - 1) / (r1 + disc.clamp(min=0).sqrt()).clamp(min=tiny)).clamp(min=0)
+        below = _rowsum((supp & (r < u)).to(x.dtype))
+        exact = (disc >= 0) & (below == 0)
+        step = torch.where(exact, u, ((r2 - 1) / (2 * r1).clamp(min=tiny)).clamp(min=0))
+        # Exact rows stay at their root (a further pass adds 0); the rest take a Newton step.
+        settled = exact | (tau + step <= tau)
+        tau = tau + step
+        if it % PASSES_PER_CHECK == PASSES_PER_CHECK - 1 and bool(settled.all()):
+            break
+    # Support known: tau = mean_S(x) - sqrt(1/k - var_S(x)) (centred, so flat rows keep their digits).
+    kc = k.clamp(min=1)
+    mean = _rowsum(torch.where(supp, x, zero)) / kc
+    var = _rowsum(torch.where(supp, (x - mean).square(), zero)) / kc
+    t = mean - (1 / kc - var).clamp(min=0).sqrt()
+    return torch.where(supp, (x - t).clamp(min=0).square(), zero)
+
+
+def entmax_probabilities(x: Tensor, am1: Tensor | float, tol: float, max_iter: int) -> Tensor:
+    """alpha-entmax on whole rows: ``p = max(x - tau, 0) ** (1 / (alpha - 1))``, rows summing to 1.
+
+    Args:
+        x: (..., n) scores scaled by ``alpha - 1``, each row's maximum at 0 (-inf = masked).
+        am1: ``alpha - 1``, a float or (..., 1).
+        tol: the largest row-sum error accepted before the rows are renormalised.
+        max_iter: a bound against pathological rounding only.
+
+    The bracketed Newton search of ``entmax_solve``, on whole rows.
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    beta = 1.0 / am1
+    bm1 = beta - 1.0
+    count = _rowsum(torch.isfinite(x).to(x.dtype))
+    empty = count == 0
+    lo = torch.full((*x.shape[:-1], 1), -1.0, dtype=x.dtype, device=x.device)  # p_max <= 1
+    hi = -((1.0 / count.clamp(min=1)) ** am1)  # every p <= 1/count there
+    tau = lo
+    for it in range(max_iter):
+        r = (x - tau).clamp(min=0)
+        pw = torch.where(r > 0, r.pow(bm1), 0.0)
+        p = pw * r
+        f = _rowsum(p) - 1
+        done = (f.abs() <= tol) | empty
+        lo = torch.where(f > 0, tau, lo)
+        hi = torch.where(f < 0, tau, hi)
+        newton = tau + f / _rowsum(beta * pw).clamp(min=tiny)
+        new_tau = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
+        settled = done | (new_tau == tau)
+        tau = torch.where(done, tau, new_tau)
+        if it % PASSES_PER_CHECK == PASSES_PER_CHECK - 1 and bool(settled.all()):
+            break
+    return p / (f + 1).clamp(min=tiny)
