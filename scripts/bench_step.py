@@ -105,7 +105,7 @@ def child(args: argparse.Namespace, impl: str, spec: dict | None, q: Any) -> Non
     """Measure one attention and put its result (or the error it raised) on ``q``."""
     try:
         q.put(measure(args, impl, spec))
-    except Exception as e:  # noqa: BLE001 - a failing row is reported, the others still run
+    except Exception as e:
         q.put({"error": f"{type(e).__name__}: {str(e)[:200]}"})
 
 

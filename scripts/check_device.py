@@ -46,7 +46,7 @@ def guarded(name: str, fn: Callable[..., None], *args: object) -> None:
     """Run one check; an exception is a failure with its message, and the other checks still run."""
     try:
         fn(*args)
-    except Exception as e:  # noqa: BLE001 - report every failure, keep going
+    except Exception as e:
         check(name, False, f"{type(e).__name__}: {e}")
 
 

@@ -43,8 +43,13 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_seq_length",
-                     "stats_sample_every"):
+        for name in (
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+            "max_seq_length",
+            "stats_sample_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:

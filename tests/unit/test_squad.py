@@ -137,7 +137,7 @@ def test_eval_windows_keep_context_offsets_only(tokenizer):
 
 def test_eval_windows_are_sorted_longest_first_and_keep_every_window(tokenizer):
     rows, _ = squad_rows(long_fixture(), "fixture")
-    ds = datasets.Dataset.from_list(rows + [{**rows[0], "id": "short", "context": "word1 word2"}])
+    ds = datasets.Dataset.from_list([*rows, {**rows[0], "id": "short", "context": "word1 word2"}])
     feats = tokenize_squad(ds, tokenizer, max_length=128, stride=32, train=False)
     lengths = [len(ids) for ids in feats["input_ids"]]
     assert lengths == sorted(lengths, reverse=True) and lengths[0] > lengths[-1]

@@ -388,7 +388,7 @@ def test_dense_paths_gradcheck_with_per_head_parameters():
 
 @pytest.mark.parametrize("name", DENSE)
 def test_dense_path_keeps_half_precision_and_large_values(name):
-    cpu, dense, args = _paths(name)
+    _, dense, args = _paths(name)
     args = tuple(1e-6 if a == 1e-12 else a for a in args)
     z = (attention_scores((2, 4, 8, 64), seed=8) * 1e3).clamp(-1e4, 1e4).to(torch.bfloat16)
     p = dense.apply(z, key_mask(2, 64, empty_rows=1), *args)

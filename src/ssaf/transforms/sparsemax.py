@@ -26,8 +26,8 @@ from ssaf.transforms._candidates import (
     segment_sum,
     select,
 )
-from ssaf.transforms._dense import shifted_scores, sparsemax_threshold
 from ssaf.transforms._common import check_dim, check_mask, from_last, row_param, sum_to_shape, to_last
+from ssaf.transforms._dense import shifted_scores, sparsemax_threshold
 
 
 def sparsemax_solve(x: Tensor, row: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor]:
