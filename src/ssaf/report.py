@@ -41,6 +41,7 @@ class Run:
     pretrained: bool
     seed: int
     status: str  # completed | failed | missing
+    setup: str = ""  # the training budget: every cap, so differently sized runs never share a row
     metric_name: str = ""
     metric: float | None = None
     zero_fraction: float | None = None
@@ -60,7 +61,7 @@ class Run:
 
     @property
     def group(self) -> tuple:
-        return (self.task, self.model, self.pretrained, self.attn, self.param)
+        return (self.task, self.model, self.pretrained, self.setup, self.attn, self.param)
 
 
 def find_run_dirs(roots: list[Path]) -> list[Path]:
@@ -71,6 +72,16 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
         for cfg in root.rglob(".hydra/config.yaml"):
             dirs.add(cfg.parent.parent)
     return sorted(dirs)
+
+
+def training_setup(t: Any) -> str:
+    """The caps of a run in a few words, e.g. ``8000 train ex, 1 ep, len 64, lr 5e-05``."""
+    cap = t.get("max_train_samples")
+    size = f"{t.max_steps} steps" if t.get("max_steps", -1) > 0 else f"{float(t.epochs):g} ep"
+    parts = [f"{cap if cap else 'all'} train ex", size, f"len {t.max_seq_length}", f"lr {float(t.learning_rate):g}"]
+    if t.get("max_eval_samples"):
+        parts.append(f"{t.max_eval_samples} eval ex")
+    return ", ".join(parts)
 
 
 def load_run(path: Path) -> Run:
@@ -88,6 +99,7 @@ def load_run(path: Path) -> Run:
         pretrained=bool(cfg.model.pretrained),
         seed=int(cfg.seed),
         status="missing",
+        setup=training_setup(cfg.trainer),
         metric_name=f"{split} {HEADLINE[kind]}",
     )
     metrics_file = path / "metrics.json"
@@ -114,6 +126,26 @@ class Group:
     key: tuple
     runs: list[Run]
 
+    @property
+    def task(self) -> str:
+        return self.key[0]
+
+    @property
+    def pretrained(self) -> bool:
+        return self.key[2]
+
+    @property
+    def setup(self) -> str:
+        return self.key[3]
+
+    @property
+    def attn(self) -> str:
+        return self.key[4]
+
+    @property
+    def param(self) -> float | None:
+        return self.key[5]
+
     def stat(self, attr: str) -> tuple[float, float, int]:
         """(mean, sample std, n) of a numeric attribute over the group's completed runs."""
         values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
@@ -138,17 +170,36 @@ def fmt(mean: float, std: float, n: int, scale: float = 1.0, digits: int = 2) ->
     return s + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
 
+def versus(g: Group, base: Group | None, scale: float) -> str:
+    """``g``'s mean minus the softmax baseline's, marked n.s. when smaller than 2 std of either group.
+
+    With fewer than 2 runs on either side there is no std, so no claim is made either way.
+    """
+    if base is None or base is g:
+        return "-"
+    (m, s, n), (bm, bs, bn) = g.stat("metric"), base.stat("metric")
+    if n == 0 or bn == 0:
+        return "-"
+    diff = f"{(m - bm) * scale:+.2f}"
+    if n < 2 or bn < 2:
+        return f"{diff} (untested: < 2 seeds)"
+    return diff + (" (n.s.)" if abs(m - bm) < 2 * max(s, bs) else " (> 2 std)")
+
+
 def markdown_table(groups: list[Group], runs: list[Run]) -> str:
     lines = [
-        "| task | model | pre-trained | attention | lam/alpha | metric | mean ± std | n | zero fraction | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | model | pre-trained | training | attention | lam/alpha | metric | mean ± std | n | vs softmax "
+        "| zero fraction | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
     for g in groups:
-        task, model, pretrained, attn, param = g.key
+        task, model, pretrained, setup, attn, param = g.key
         scale = 1.0 if g.runs[0].metric_name.endswith("f1") else 100.0  # accuracy in percent
         lines.append(
-            f"| {task} | {model} | {'yes' if pretrained else 'no'} | {attn} | {'-' if param is None else param} | "
-            f"{g.runs[0].metric_name} | {fmt(*g.stat('metric'), scale=scale)} | {g.stat('metric')[2]} | "
+            f"| {task} | {model} | {'yes' if pretrained else 'no'} | {setup} | {attn} | "
+            f"{'-' if param is None else param} | {g.runs[0].metric_name} | {fmt(*g.stat('metric'), scale=scale)} | "
+            f"{g.stat('metric')[2]} | {versus(g, baselines.get(g.key[:4]), scale)} | "
             f"{fmt(*g.stat('zero_fraction'), digits=3)} | {fmt(*g.stat('seconds_per_epoch'), digits=0)} |"
         )
     problems = [r for r in runs if r.status != "completed"]
@@ -167,15 +218,20 @@ def save(fig: Any, path: Path) -> Path:
 
 def label(g: Group) -> str:
     """task attention [parameter]: how a group is named in legends."""
-    return f"{g.key[0]} {g.key[3]}" + ("" if g.key[4] is None else f" {g.key[4]}")
+    return (
+        f"{g.task} {g.attn}"
+        + ("" if g.param is None else f" {g.param}")
+        + ("" if g.pretrained else " (no pre-training)")
+    )
 
 
 def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
-    """Headline metric vs lam (or alpha) with error bars, softmax as a horizontal line, one panel per task."""
-    by_task: dict[str, list[Group]] = defaultdict(list)
+    """Headline metric vs lam (or alpha) with error bars, softmax as a horizontal line; one panel per task
+    and training setup."""
+    by_task: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for g in groups:
-        by_task[g.key[0]].append(g)
-    swept = {t: gs for t, gs in by_task.items() if any(g.key[4] is not None for g in gs)}
+        by_task[(g.task, g.setup)].append(g)
+    swept = {t: gs for t, gs in by_task.items() if any(g.param is not None for g in gs)}
     if not swept:
         return None
     fig, axes = plt.subplots(1, len(swept), figsize=(5.5 * len(swept), 4), squeeze=False)
@@ -183,20 +239,20 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
         series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         for g in gs:
             mean, std, _ = g.stat("metric")
-            if g.key[4] is None:
-                baseline = f"{g.key[3]}" + ("" if g.key[2] else " (no pre-training)")
+            if g.param is None:
+                baseline = g.attn + ("" if g.pretrained else " (no pre-training)")
                 line = ax.axhline(mean, linestyle="--", linewidth=1, label=baseline)
                 if not math.isnan(std):
                     ax.axhspan(mean - std, mean + std, alpha=0.1, color=line.get_color())
             else:
-                series[g.key[3] + ("" if g.key[2] else " (no pre-training)")].append((g.key[4], mean, std))
+                series[g.attn + ("" if g.pretrained else " (no pre-training)")].append((g.param, mean, std))
         for name, pts in sorted(series.items()):
             pts.sort()
             ax.errorbar(
                 [p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
                 marker="o", capsize=3, label=name,
             )  # fmt: skip
-        ax.set_title(task)
+        ax.set_title(f"{task[0]} ({task[1]})" if len(swept) > 1 else task[0], fontsize=9)
         ax.set_xlabel("lam (sparse) / alpha (entmax)")
         ax.set_ylabel(gs[0].runs[0].metric_name)
         ax.grid(alpha=0.3)

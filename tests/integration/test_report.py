@@ -57,12 +57,20 @@ def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
     result = write_report([runs], out)
     table = result["table"]
     # sparse lam=-2: accuracy mean 82.00, sample std 2.83 over 2 seeds; zero fraction 0.650 +- 0.071
+    setup = "all train ex, 3 ep, len 128, lr 2e-05"  # conf/trainer/default.yaml
+    # -4.00 points with stds 2.83 / 1.41: not beyond 2 std, so not significant
     assert (
-        "| sst2 | minilm | yes | sparse | -2.0 | validation accuracy | 82.00 ± 2.83 | 2 | 0.650 ± 0.071 | 102 ± 1 |"
+        f"| sst2 | minilm | yes | {setup} | sparse | -2.0 | validation accuracy | 82.00 ± 2.83 | 2 | -4.00 (n.s.) "
+        "| 0.650 ± 0.071 | 102 ± 1 |" in table
+    )
+    assert (
+        f"| sst2 | minilm | yes | {setup} | sparse | 0.0 | validation accuracy | 90.00 | 1 | "
+        "+4.00 (untested: < 2 seeds) | 0.900 | 101 |" in table
+    )
+    assert (
+        f"| sst2 | minilm | yes | {setup} | softmax | - | validation accuracy | 86.00 ± 1.41 | 2 | - | 0.000 ± 0.000 |"
         in table
     )
-    assert "| sst2 | minilm | yes | sparse | 0.0 | validation accuracy | 90.00 | 1 | 0.900 | 101 |" in table
-    assert "| sst2 | minilm | yes | softmax | - | validation accuracy | 86.00 ± 1.41 | 2 | 0.000 ± 0.000 |" in table
     assert "**2 run(s) without results**" in table
     assert "crashed" in table and "no metrics.json" in table and "loss is nan" in table
     for name in ("metric_vs_param", "sparsity_by_layer", "training_curves", "time_per_epoch"):
@@ -71,6 +79,20 @@ def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "82.00 ± 2.83" in html
     assert "![metric_vs_param](metric_vs_param.png)" in (out / "report.md").read_text()
+
+
+def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (soft, sparse) in enumerate([(0.850, 0.900), (0.851, 0.901), (0.852, 0.902)], start=1):
+        fake_run(runs, f"soft{seed}", "softmax", 0.0, seed, soft)
+        fake_run(runs, f"sparse{seed}", "sparse", -1.0, seed, sparse)
+    # The same attention at another training budget is another row, never averaged with these.
+    small = fake_run(runs, "small", "sparse", -1.0, 1, 0.5)
+    cfg = (small / ".hydra" / "config.yaml").read_text().replace("max_train_samples: null", "max_train_samples: 100")
+    (small / ".hydra" / "config.yaml").write_text(cfg)
+    table = write_report([runs], tmp_path / "report")["table"]
+    assert "| 90.10 ± 0.10 | 3 | +5.00 (> 2 std) |" in table
+    assert "| 100 train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |" in table
 
 
 def test_compare_cli_reports_an_empty_root_clearly(tmp_path):
