@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ class QATrainer(SsafTrainer):
             raise ValueError("QATrainer evaluates its own eval splits by name (features need their examples)")
         features: Any = self.eval_dataset[name] if isinstance(self.eval_dataset, dict) else self.eval_dataset
         examples = self.eval_examples[name]
+        start_time = time.perf_counter()
         output = self.evaluation_loop(
             self.get_eval_dataloader(features),
             description="Evaluation",
@@ -207,6 +209,9 @@ class QATrainer(SsafTrainer):
         }
         metrics[f"{metric_key_prefix}_questions"] = len(examples)
         metrics[f"{metric_key_prefix}_windows"] = len(features)
+        # Trainer.evaluate times itself; this path bypasses it, so the forward passes, the span search
+        # and the metric are timed here (the wall time of evaluating this split).
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start_time, 3)
         self.last_predictions[name] = preds
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

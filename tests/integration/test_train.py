@@ -109,6 +109,7 @@ def test_every_task_and_attention_trains_and_evaluates(task, attn, tmp_path):
     for split in cfg(f"task={task}").task.eval_splits:
         if task == "squad":
             assert 0.0 <= m["final"][f"eval_{split}_f1"] <= 100.0
+            assert m["final"][f"eval_{split}_runtime"] > 0
             assert (tmp_path / "predictions.json").exists()
         else:
             assert 0.0 <= m["final"][f"eval_{split}_accuracy"] <= 1.0
