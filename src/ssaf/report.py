@@ -81,6 +81,8 @@ def training_setup(t: Any) -> str:
     parts = [f"{cap if cap else 'all'} train ex", size, f"len {t.max_seq_length}", f"lr {float(t.learning_rate):g}"]
     if t.get("max_eval_samples"):
         parts.append(f"{t.max_eval_samples} eval ex")
+    if t.get("group_by_length"):
+        parts.append("length-grouped")
     return ", ".join(parts)
 
 
@@ -312,6 +314,24 @@ def plot_time_per_epoch(groups: list[Group], out: Path) -> Path | None:
     return save(fig, out / "time_per_epoch.png")
 
 
+def best_param(groups: list[Group], attn: str) -> float:
+    """The lam (or alpha) of ``attn``'s group with the highest mean headline metric: the dev-sweep choice.
+
+    The sweep must be one task at one training setup; anything else has no single answer, so it is refused.
+    """
+    swept = [g for g in groups if g.attn == attn and g.param is not None]
+    if not swept:
+        raise ValueError(f"no completed {attn!r} runs with a lam/alpha among the runs found")
+    settings = {g.key[:4] for g in swept}  # task, model, pre-trained, setup
+    if len(settings) > 1:
+        raise ValueError(
+            f"the {attn!r} runs span {len(settings)} task/model/setup combinations; point at one sweep folder"
+        )
+    best = max(swept, key=lambda g: g.stat("metric")[0])
+    assert best.param is not None
+    return best.param
+
+
 def write_report(roots: list[Path], out: Path, title: str = "ssaf runs") -> dict[str, Any]:
     """Write report.md, report.html and the PNGs into ``out``; returns what it found."""
     out.mkdir(parents=True, exist_ok=True)
@@ -352,7 +372,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("roots", nargs="+", type=Path, help="folders holding run directories (outputs/, multirun/...)")
     ap.add_argument("--out", type=Path, default=Path("reports/latest"), help="where to write the report")
     ap.add_argument("--title", default="ssaf runs")
+    ap.add_argument(
+        "--best-param",
+        metavar="ATTN",
+        help="print only the lam/alpha of ATTN's best group (e.g. sparse: the lam a dev sweep chose) and exit",
+    )
     args = ap.parse_args(argv)
+    if args.best_param:
+        runs = [load_run(d) for d in find_run_dirs(args.roots)]
+        try:
+            print(f"{best_param(group_runs(runs), args.best_param):g}")
+        except ValueError as e:
+            raise SystemExit(f"ssaf-compare: {e}") from e
+        return
     result = write_report(args.roots, args.out, args.title)
     print(result["table"])
     print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.html'} ({len(result['plots'])} plots)")

@@ -14,7 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from ssaf.config import settings
-from ssaf.report import write_report
+from ssaf.report import best_param, find_run_dirs, group_runs, load_run, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -93,6 +93,24 @@ def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_pat
     table = write_report([runs], tmp_path / "report")["table"]
     assert "| 90.10 ± 0.10 | 3 | +5.00 (> 2 std) |" in table
     assert "| 100 train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |" in table
+
+
+def test_best_param_picks_the_sweeps_best_mean_and_refuses_mixed_sweeps(tmp_path):
+    runs = tmp_path / "runs"
+    for name, lam, seed, acc in [("a", -2.0, 1, 0.80), ("b", -2.0, 2, 0.90), ("c", -1.0, 1, 0.84), ("d", 0.0, 1, 0.86)]:
+        fake_run(runs, name, "sparse", lam, seed, acc)
+    fake_run(runs, "soft", "softmax", 0.0, 1, 0.99)  # not a sparse run: never the answer
+    cli = [sys.executable, "-m", "ssaf.report", str(runs), "--best-param", "sparse"]
+    r = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr  # mean 86 beats -2's 85 and -1's 84
+    assert best_param(group_runs([load_run(d) for d in find_run_dirs([runs])]), "sparse") == 0.0
+    small = fake_run(runs, "small", "sparse", -1.0, 1, 0.95)
+    cfg = (small / ".hydra" / "config.yaml").read_text().replace("max_train_samples: null", "max_train_samples: 100")
+    (small / ".hydra" / "config.yaml").write_text(cfg)
+    r = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "span 2 task/model/setup combinations" in r.stderr
+    r = subprocess.run([*cli[:-1], "entmax"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "no completed 'entmax' runs" in r.stderr
 
 
 def test_compare_cli_reports_an_empty_root_clearly(tmp_path):

