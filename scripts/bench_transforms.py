@@ -3,7 +3,8 @@
 Prints, per attention shape (B, H, L, L) and with/without a padding mask: median milliseconds of the
 forward and of forward+backward, the ratio to softmax and to the entmax package's version of the same
 transform, and the largest deviation from a float64 reference (a correctness check on the same
-inputs). Run: ``python scripts/bench_transforms.py [--threads 2] [--repeats 15] [--device cpu]``.
+inputs). Rows marked "compiled" use ``compiled=True`` (their compilation happens in the warm-up calls).
+Run: ``python scripts/bench_transforms.py [--threads 2] [--repeats 15] [--device cpu] [--no-compiled]``.
 """
 
 from __future__ import annotations
@@ -46,14 +47,21 @@ def padding_mask(shape: tuple[int, ...], device: str, seed: int = 1) -> Tensor:
     return (torch.arange(lk)[None, :] < lengths[:, None]).view(b, 1, 1, lk).to(device)
 
 
-def ours() -> dict[str, Fn]:
-    return {
+COMPILED = " compiled"  # suffix of the rows run with compiled=True; compared with the same reference
+
+
+def ours(compiled: bool) -> dict[str, Fn]:
+    fns: dict[str, Fn] = {
         "softmax": lambda z, m: T.softmax(z, m),
         "sparsemax": lambda z, m: T.sparsemax(z, m),
         "sparsegen_lin(-2)": lambda z, m: T.sparsegen_lin(z, -2.0, m),
         "entmax15": lambda z, m: T.entmax15(z, m),
         "entmax_bisect(1.3)": lambda z, m: T.entmax_bisect(z, 1.3, m),
     }
+    if compiled:
+        fns["sparsemax" + COMPILED] = lambda z, m: T.sparsemax(z, m, compiled=True)
+        fns["sparsegen_lin(-2)" + COMPILED] = lambda z, m: T.sparsegen_lin(z, -2.0, m, compiled=True)
+    return fns
 
 
 def reference() -> dict[str, Fn]:
@@ -101,6 +109,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shapes", default="all", help="'all', 'gpu' or indices into the shape list, e.g. 0,1")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--no-compiled", action="store_true", help="skip the compiled=True rows (they compile first)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.shapes in ("all", "gpu"):
@@ -108,11 +117,12 @@ def main() -> None:
     else:
         shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
     dtype = getattr(torch, args.dtype)
-    mine, ref = ours(), reference()
+    mine, ref = ours(not args.no_compiled), reference()
     if E is None:
         print("entmax package not installed (pip install -e '.[dev]'): ratios to it are omitted")
     # The float64 oracle: the package where it exists (independent code), ours otherwise.
-    oracle = {name: ref.get(name, mine[name]) for name in mine}
+    base = {name: name.removesuffix(COMPILED) for name in mine}
+    oracle = {name: ref.get(base[name], mine[name]) for name in mine}
 
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"threads {args.threads}"
     print(f"torch {torch.__version__}, device {args.device} ({where}), {args.dtype}, median of {args.repeats}")
@@ -131,9 +141,9 @@ def main() -> None:
             for name, fn in mine.items():
                 f = timed(fn, z, m, False, args.repeats)
                 b = timed(fn, z, m, True, args.repeats)
-                if name in ref and name != "softmax":
-                    rf = timed(ref[name], z, m, False, args.repeats)
-                    rb = timed(ref[name], z, m, True, args.repeats)
+                if base[name] in ref and name != "softmax":
+                    rf = timed(ref[base[name]], z, m, False, args.repeats)
+                    rb = timed(ref[base[name]], z, m, True, args.repeats)
                     vs_f, vs_b, rb_s = f"{rf / f:.1f}x faster", f"{rb / b:.1f}x faster", f"{rb:.1f}"
                 else:
                     vs_f = vs_b = rb_s = "-"

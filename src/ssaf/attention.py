@@ -68,6 +68,8 @@ TRANSFORMS: dict[str, str] = {
     "learned_lam": "sparsegen-lin with one learned lam < 1 per head, initialised at lam",
 }
 
+COMPILED = ("sparsemax", "sparse", "learned_lam")  # transforms with compiled kernels (transforms._compiled)
+
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -76,6 +78,7 @@ class AttentionSpec:
     transform: str = "sparse"
     lam: float = 0.0
     alpha: float = 1.5
+    compiled: bool = False  # torch.compile'd kernels (sparsemax, sparse, learned_lam): faster, compiles first
 
     def __post_init__(self) -> None:
         if self.transform not in TRANSFORMS:
@@ -85,6 +88,11 @@ class AttentionSpec:
             raise ValueError(f"lam must be finite and < 1, got {self.lam} (lam = 0 is sparsemax)")
         if not (math.isfinite(self.alpha) and self.alpha > 1):
             raise ValueError(f"alpha must be finite and > 1, got {self.alpha}; use transform 'softmax' for alpha = 1")
+        if self.compiled and self.transform not in COMPILED:
+            raise ValueError(
+                f"attn.compiled=true is available for {', '.join(COMPILED)}, not {self.transform!r}; "
+                "set attn.compiled=false"
+            )
         if self.transform == "learned_alpha" and not T.LearnedAlpha.A_MIN < self.alpha < 2:
             raise ValueError(
                 f"learned_alpha starts from alpha in ({T.LearnedAlpha.A_MIN}, 2), got {self.alpha}; "
@@ -118,16 +126,16 @@ def probabilities(spec: AttentionSpec, scores: Tensor, mask: Tensor | None, modu
     if t == "softmax":
         return T.softmax(scores, mask)
     if t == "sparsemax":
-        return T.sparsemax(scores, mask)
+        return T.sparsemax(scores, mask, compiled=spec.compiled)
     if t == "sparse":
-        return T.sparsegen_lin(scores, spec.lam, mask)
+        return T.sparsegen_lin(scores, spec.lam, mask, compiled=spec.compiled)
     if t == "entmax15":
         return T.entmax15(scores, mask)
     if t == "entmax":
         return T.entmax_bisect(scores, spec.alpha, mask)
     if t == "learned_alpha":
         return T.entmax_bisect(scores, _learned(module, "ssaf_alpha")(), mask)
-    return T.sparsegen_lin(scores, _learned(module, "ssaf_lam")(), mask)
+    return T.sparsegen_lin(scores, _learned(module, "ssaf_lam")(), mask, compiled=spec.compiled)
 
 
 def _learned(module: nn.Module, name: str) -> nn.Module:

@@ -84,6 +84,7 @@ def test_defaults_are_the_documented_ones(tmp_path):
         ("task.eval_splits=[test]", r"task sst2 has no split 'test'; its splits are: train, validation"),
         ("data.source=web", r"data.source must be one of auto, local, hub, sample, got 'web'"),
         ("trainer.precision=fp8", r"trainer.precision must be one of auto, fp32, fp16, bf16"),
+        ("attn=entmax15 attn.compiled=true", r"attn.compiled=true is available for sparsemax, sparse, learned_lam"),
         ("trainer.batch_size=0", r"trainer.batch_size must be >= 1"),
         ("seed=null", r"seed must be an integer"),
     ],

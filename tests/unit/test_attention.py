@@ -169,6 +169,22 @@ def test_pipeline_runs_on_a_saved_ssaf_model(tmp_path):
     assert preds[1]["score"] == pytest.approx(direct, abs=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sparse", "learned_lam"])
+def test_compiled_kernels_give_the_same_model_outputs_and_gradients(name):
+    eager_spec = SPECS[name]
+    compiled_spec = AttentionSpec(eager_spec.transform, lam=eager_spec.lam, compiled=True)
+    ids, mask, _ = batch()
+    out = []
+    for spec in (eager_spec, compiled_spec):
+        model = tiny_model("bert", spec)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        logits.square().sum().backward()
+        out.append((logits.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(out[1][0], out[0][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(out[1][1], out[0][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_unknown_transform_is_rejected_with_the_valid_names():
     with pytest.raises(ValueError, match=r"unknown attention transform 'sparsest'.*softmax, sparsemax, sparse"):
         AttentionSpec("sparsest")
@@ -180,6 +196,7 @@ def test_unknown_transform_is_rejected_with_the_valid_names():
         (dict(transform="sparse", lam=1.0), r"lam must be finite and < 1"),
         (dict(transform="entmax", alpha=1.0), r"alpha must be finite and > 1.*softmax"),
         (dict(transform="learned_alpha", alpha=2.0), r"learned_alpha starts from alpha in"),
+        (dict(transform="entmax15", compiled=True), r"compiled=true is available for sparsemax, sparse, learned_lam"),
     ],
 )
 def test_bad_parameters_are_rejected(kwargs, match):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import types
 
 import pytest
 import torch
@@ -336,14 +337,19 @@ def test_learned_modules_reject_invalid_init(cls, init, match):
 # paths run on CPU here, so the GPU path is pinned to the tested one without a GPU.
 
 
+def _dense_sparsemax(compiled: bool):
+    ts = importlib.import_module("ssaf.transforms.sparsemax")
+    return types.SimpleNamespace(apply=lambda z, m, s: ts._DenseSparsemaxFunction.apply(z, m, s, compiled))
+
+
 def _paths(name):
     te = importlib.import_module("ssaf.transforms.entmax")  # the package exports functions of these names
     ts = importlib.import_module("ssaf.transforms.sparsemax")
 
     return {
-        "sparsemax": (ts._SparsemaxFunction, ts._DenseSparsemaxFunction, (1.0,)),
-        "sparsegen_lin(-2)": (ts._SparsemaxFunction, ts._DenseSparsemaxFunction, (1 / 3,)),
-        "sparsegen_lin(0.5)": (ts._SparsemaxFunction, ts._DenseSparsemaxFunction, (2.0,)),
+        "sparsemax": (ts._SparsemaxFunction, _dense_sparsemax(False), (1.0,)),
+        "sparsegen_lin(-2)": (ts._SparsemaxFunction, _dense_sparsemax(False), (1 / 3,)),
+        "sparsegen_lin(0.5)": (ts._SparsemaxFunction, _dense_sparsemax(False), (2.0,)),
         "entmax15": (te._Entmax15Function, te._DenseEntmax15Function, ()),
         "entmax_bisect(1.3)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (1.3, 1e-12)),
         "entmax_bisect(3.0)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (3.0, 1e-12)),
@@ -353,18 +359,22 @@ def _paths(name):
 DENSE = ["sparsemax", "sparsegen_lin(-2)", "sparsegen_lin(0.5)", "entmax15", "entmax_bisect(1.3)", "entmax_bisect(3.0)"]
 
 
-@pytest.mark.parametrize("name", DENSE)
+@pytest.mark.parametrize("name", DENSE + [n + " compiled" for n in DENSE if n.startswith("sparse")])
 def test_dense_path_equals_the_candidate_path(name):
-    """Same output and gradient (float64) on ties, padding and a fully masked sequence."""
+    """Same output and gradient (float64) on ties, padding and a fully masked sequence; "compiled" runs
+    the dense sparsemax with its torch.compile'd kernels."""
+    compiled = name.endswith(" compiled")
+    cand, dense, args = _paths(name.removesuffix(" compiled"))
+    dense = _dense_sparsemax(True) if compiled else dense
     z = attention_scores((3, 4, 17, 33), seed=5, dtype=torch.float64)
     z[0, 0, 0, :5] = 1.0  # ties
     z[1, 1, 2] = 0.25  # a flat row
     mask = key_mask(3, 33, empty_rows=1)
     g = attention_scores(z.shape, seed=6, dtype=torch.float64)
     outs, grads = [], []
-    for fn in _paths(name)[:2]:
+    for fn in (cand, dense):
         x = z.clone().requires_grad_(True)
-        out = fn.apply(x, mask, *_paths(name)[2])
+        out = fn.apply(x, mask, *args)
         out.backward(g)
         outs.append(out.detach())
         grads.append(x.grad)
@@ -381,7 +391,9 @@ def test_dense_paths_gradcheck_with_per_head_parameters():
     z = attention_scores((2, 3, 4, 9), seed=7, dtype=torch.float64).requires_grad_(True)
     mask = key_mask(2, 9, seed=3)
     scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x, s: _DenseSparsemaxFunction.apply(x, mask, s), (z, scale))
+    sparsemax_fn = _DenseSparsemaxFunction.apply
+    for compiled in (False, True):
+        assert torch.autograd.gradcheck(lambda x, s, c=compiled: sparsemax_fn(x, mask, s, c), (z, scale))
     alpha = torch.tensor([1.2, 1.5, 1.9], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x, a: _DenseEntmaxBisectFunction.apply(x, mask, a, 1e-12), (z, alpha))
 
@@ -394,3 +406,12 @@ def test_dense_path_keeps_half_precision_and_large_values(name):
     p = dense.apply(z, key_mask(2, 64, empty_rows=1), *args)
     assert p.dtype == torch.bfloat16 and torch.isfinite(p).all()
     assert (p[0] == 0).all() and torch.allclose(p[1:].float().sum(-1), torch.ones(1), atol=1e-2)
+
+
+@pytest.mark.parametrize("fn", [T.sparsemax, functools.partial(T.sparsegen_lin, lam=-1.0)], ids=["sparsemax", "sparse"])
+def test_compiled_keyword_gives_the_eager_result_in_bf16_with_empty_rows(fn):
+    z = (attention_scores((2, 4, 8, 64), seed=9) * 1e3).clamp(-1e4, 1e4).to(torch.bfloat16)
+    mask = key_mask(2, 64, empty_rows=1)
+    eager, compiled = fn(z, mask=mask), fn(z, mask=mask, compiled=True)
+    assert compiled.dtype == torch.bfloat16 and torch.isfinite(compiled).all() and (compiled[0] == 0).all()
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)  # same support, same fp32 tau, same rounding

@@ -27,7 +27,15 @@ from ssaf.transforms._candidates import (
     select,
 )
 from ssaf.transforms._common import check_dim, check_mask, from_last, row_param, sum_to_shape, to_last
-from ssaf.transforms._dense import shifted_scores, sparsemax_threshold
+from ssaf.transforms._compiled import kernel
+from ssaf.transforms._dense import (
+    biased_shift,
+    shifted_scores,
+    sparsemax_backward,
+    sparsemax_output,
+    sparsemax_passes,
+    sparsemax_threshold,
+)
 
 
 def sparsemax_solve(x: Tensor, row: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -104,46 +112,44 @@ class _SparsemaxFunction(torch.autograd.Function):
 
 
 class _DenseSparsemaxFunction(torch.autograd.Function):
-    """The same function on whole rows (see ``_dense``): the path for accelerators."""
+    """The same function on whole rows (see ``_dense``): the path for accelerators and for
+    ``compiled=True`` (see ``_compiled``)."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Tensor:
-        x = shifted_scores(z, mask, scale)
-        tau, _ = sparsemax_threshold(x)
-        p = (x - tau).clamp(min=0)
-        out = p.to(z.dtype)
+    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float, compiled: bool) -> Tensor:
+        x = shifted_scores(z, mask, scale, kernel(biased_shift, compiled))
+        tau, _ = sparsemax_threshold(x, kernel(sparsemax_passes, compiled))
+        p = kernel(sparsemax_output, compiled)(x, tau)
         # The support is read back from the fp32 probabilities, so it is exactly the solver's.
         ctx.save_for_backward(p, scale if isinstance(scale, Tensor) else None)
-        ctx.scale = None if isinstance(scale, Tensor) else scale
-        return out
+        ctx.scale, ctx.compiled = (None if isinstance(scale, Tensor) else scale), compiled
+        return p.to(z.dtype)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None]:
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None, None]:
         p, scale_t = ctx.saved_tensors
         scale = scale_t.to(p.dtype) if scale_t is not None else ctx.scale
-        on = p > 0
-        gx = torch.where(on, g.to(p.dtype), torch.zeros((), dtype=p.dtype, device=p.device))
-        k = on.sum(dim=-1, keepdim=True, dtype=p.dtype).clamp(min=1)
-        gx = torch.where(on, gx - gx.sum(dim=-1, keepdim=True) / k, gx)
-        grad_z = (gx * scale).to(g.dtype)
+        gx, grad_z = kernel(sparsemax_backward, ctx.compiled)(p, g, scale)
         grad_scale = None
         if scale_t is not None and ctx.needs_input_grad[2]:
             # sum_i gx_i z_i = sum_i gx_i (p_i + tau) / scale = sum_i gx_i p_i / scale (gx sums to 0).
             per_row = (gx * p).sum(dim=-1, keepdim=True) / scale
             grad_scale = sum_to_shape(per_row, scale_t.shape).to(scale_t.dtype)
-        return grad_z, None, grad_scale
+        return grad_z, None, grad_scale, None
 
 
-def _apply(z: Tensor, mask: Tensor | None, scale: Tensor | float, dim: int) -> Tensor:
+def _apply(z: Tensor, mask: Tensor | None, scale: Tensor | float, dim: int, compiled: bool) -> Tensor:
     d = check_dim(z, dim)
     check_mask(mask, z)
     s = row_param(scale, z, d, "scale")
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
-    fn = _SparsemaxFunction if zl.device.type == "cpu" else _DenseSparsemaxFunction
-    return from_last(fn.apply(zl, to_last(mask, d), s), d)
+    m = to_last(mask, d)
+    if zl.device.type == "cpu" and not compiled:
+        return from_last(_SparsemaxFunction.apply(zl, m, s), d)
+    return from_last(_DenseSparsemaxFunction.apply(zl, m, s, compiled), d)
 
 
-def sparsemax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+def sparsemax(z: Tensor, mask: Tensor | None = None, dim: int = -1, compiled: bool = False) -> Tensor:
     """Euclidean projection of the scores onto the probability simplex.
 
     Solves ``argmin_{p in simplex} ||p - z||^2`` along ``dim``. The solution is
@@ -156,11 +162,14 @@ def sparsemax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
         mask: optional boolean tensor broadcastable to ``z``; True = may attend. Masked entries get
             exactly 0; a row with no valid entry returns all zeros (and zero gradient).
         dim: the dimension that sums to 1.
+        compiled: solve with ``torch.compile``d whole-row kernels (see ``_compiled``): the fastest
+            path, same result; the first call compiles for tens of seconds and needs a C++
+            compiler (CPU) or Triton (CUDA).
 
     Returns:
         Probabilities with the shape and dtype of ``z``.
     """
-    return _apply(z, mask, 1.0, dim)
+    return _apply(z, mask, 1.0, dim, compiled)
 
 
 def _check_lam(lam: Tensor | float) -> None:
@@ -176,7 +185,9 @@ def _check_lam(lam: Tensor | float) -> None:
         )
 
 
-def sparsegen_lin(z: Tensor, lam: Tensor | float = 0.0, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+def sparsegen_lin(
+    z: Tensor, lam: Tensor | float = 0.0, mask: Tensor | None = None, dim: int = -1, compiled: bool = False
+) -> Tensor:
     """SSAF's attention transform: sparsegen-lin with sparsity control ``lam < 1``.
 
     Solves ``argmin_{p in simplex} ||p - z||^2 - lam * ||p||^2`` along ``dim``, whose solution is
@@ -189,6 +200,7 @@ def sparsegen_lin(z: Tensor, lam: Tensor | float = 0.0, mask: Tensor | None = No
             per head, shape (H, 1, 1) for (B, H, Q, K) scores). A tensor that requires grad gets one.
         mask: optional boolean mask, True = may attend.
         dim: the dimension that sums to 1.
+        compiled: use the compiled kernels (see :func:`sparsemax`).
     """
     _check_lam(lam)
-    return _apply(z, mask, 1.0 / (1.0 - lam), dim)
+    return _apply(z, mask, 1.0 / (1.0 - lam), dim, compiled)
