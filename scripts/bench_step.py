@@ -34,6 +34,8 @@ ATTNS = [
     ("entmax (alpha=1.3)", "ssaf", {"transform": "entmax", "alpha": 1.3}),
     ("learned_alpha", "ssaf", {"transform": "learned_alpha", "alpha": 1.5}),
     ("learned_lam", "ssaf", {"transform": "learned_lam", "lam": 0.0}),
+    # compiled kernels: compiled during the warm-up steps
+    ("sparse (SSAF, lam=-1) compiled", "ssaf", {"transform": "sparse", "lam": -1.0, "compiled": True}),
 ]
 PACKAGE = [  # the entmax package's transforms inside the same attention function (--package)
     ("entmax pkg sparsemax", "pkg_sparsemax", None),

@@ -29,6 +29,9 @@ FNS: dict[str, Callable[..., Tensor]] = {
     "entmax15": T.entmax15,
     "entmax_bisect(1.3)": functools.partial(T.entmax_bisect, alpha=1.3),
     "entmax_bisect(1.75)": functools.partial(T.entmax_bisect, alpha=1.75),
+    # compiled=True: the torch.compile'd kernels (Triton on CUDA); the first call compiles
+    "sparsemax compiled": functools.partial(T.sparsemax, compiled=True),
+    "sparsegen_lin(-2) compiled": functools.partial(T.sparsegen_lin, lam=-2.0, compiled=True),
 }
 # Forward tolerance (fp32 vs the float64 result); entmax_bisect stops at a 1e-6 row-sum tolerance.
 TOL = {"entmax_bisect(1.3)": 2e-6, "entmax_bisect(1.75)": 2e-6}
