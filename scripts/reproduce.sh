@@ -19,14 +19,14 @@
 # The sparse rows use SPARSE_LAM: "auto" (default) takes the lam with the best dev accuracy in the lam
 # stage, which must then be complete; a number overrides it.
 #
-# LANES=2 (the default on 2+ cores) runs two lanes side by side, each with half the cores: one runs the
-# lam sweep and then every sparse part, the other every part that does not depend on lam. On 2 CPU cores
-# two 1-thread runs finish ~20% sooner than the same runs one after the other on 2 threads. Each lane logs
-# to $STUDY_DIR/lane-{sparse,base}.log. LANES=1 runs everything in order.
+# LANES=2 runs two lanes side by side, each with half the cores: one runs the lam sweep and then every
+# sparse part, the other every part that does not depend on lam (logs: $STUDY_DIR/lane-{sparse,base}.log).
+# It does not buy throughput on 2 CPU cores (measured: two 1-thread runs side by side took 8-9.5 minutes
+# each, one 2-thread run ~4), so the default is LANES=1: everything in order, all cores per run.
 #
 # Every training cap is in conf/experiment/*.yaml (or below) and in the report's "training" column. An
-# SST-2 run (cpu_sst2: 8000 phrases, 1 epoch, 64 tokens, length-grouped batches) takes about 4 minutes on 2
-# cores, so the study is hours on a laptop and well under an hour on one GPU. Extra Hydra overrides for
+# SST-2 run (cpu_sst2: 8000 phrases, 1 epoch, 64 tokens, length-grouped batches) takes about 4-5 minutes on
+# 2 cores, so the study is hours on a laptop and well under an hour on one GPU. Extra Hydra overrides for
 # every run go in $EXTRA, e.g. EXTRA="trainer.max_train_samples=2000" for a quicker, smaller study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ LAMS="${LAMS:--8,-4,-2,-1,0,0.5}"
 SPARSE_LAM="${SPARSE_LAM:-auto}"
 EXTRA="${EXTRA:-}"
 cores="$(nproc 2> /dev/null || echo 1)"
-LANES="${LANES:-$([ "$cores" -ge 2 ] && echo 2 || echo 1)}"
+LANES="${LANES:-1}"
 : "${SSAF_DATA_DIR:?set SSAF_DATA_DIR to the folder with sst2/, mnli/, squad/ ... (e.g. ../shared/data)}"
 export SSAF_DATA_DIR
 STAGES=(lam headline nopretrain sst5 mnli squad report)
