@@ -49,6 +49,7 @@ class Run:
     seconds_per_epoch: float | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
     error: str = ""
+    finished: float = 0.0  # mtime of metrics.json: which of two identical runs is newer
 
     @property
     def param(self) -> float | None:
@@ -109,6 +110,7 @@ def load_run(path: Path) -> Run:
         run.error = "no metrics.json (crashed, killed or still running)"
         return run
     m = json.loads(metrics_file.read_text())
+    run.finished = metrics_file.stat().st_mtime
     run.status = m.get("status", "completed")
     if run.status != "completed":
         run.error = m.get("error", "failed")
@@ -158,10 +160,18 @@ class Group:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
+    """Completed runs grouped by configuration. A rerun of the same configuration and seed (e.g. a sweep
+    point repeated as a headline row) would count one seed twice, so only the newest is kept; the
+    others get status ``duplicate`` and are listed apart."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
-    for r in runs:
-        if r.status == "completed":
-            groups[r.group].append(r)
+    newest: dict[tuple, Run] = {}
+    for r in sorted((r for r in runs if r.status == "completed"), key=lambda r: r.finished, reverse=True):
+        key = (*r.group, r.seed)
+        if key in newest:
+            r.status, r.error = "duplicate", f"same configuration and seed as {newest[key].path}, which is counted"
+            continue
+        newest[key] = r
+        groups[r.group].append(r)
     return [Group(k, v) for k, v in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
 
 
@@ -204,7 +214,11 @@ def markdown_table(groups: list[Group], runs: list[Run]) -> str:
             f"{g.stat('metric')[2]} | {versus(g, baselines.get(g.key[:4]), scale)} | "
             f"{fmt(*g.stat('zero_fraction'), digits=3)} | {fmt(*g.stat('seconds_per_epoch'), digits=0)} |"
         )
-    problems = [r for r in runs if r.status != "completed"]
+    duplicates = [r for r in runs if r.status == "duplicate"]
+    if duplicates:
+        lines += ["", f"**{len(duplicates)} duplicate run(s)** (not counted):", ""]
+        lines += [f"- `{r.path}` ({r.task}, {r.attn}, seed {r.seed}): {r.error}" for r in duplicates]
+    problems = [r for r in runs if r.status not in ("completed", "duplicate")]
     if problems:
         lines += ["", f"**{len(problems)} run(s) without results** (not in the table):", ""]
         lines += [f"- `{r.path}` ({r.task}, {r.attn}, seed {r.seed}): {r.status}: {r.error[:200]}" for r in problems]

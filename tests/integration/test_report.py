@@ -95,6 +95,18 @@ def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_pat
     assert "| 100 train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |" in table
 
 
+def test_a_rerun_of_the_same_configuration_and_seed_is_counted_once(tmp_path):
+    runs = tmp_path / "runs"
+    old = fake_run(runs, "sweep_point", "sparse", -1.0, 1, 0.70)
+    os.utime(old / "metrics.json", (1_000_000, 1_000_000))  # older
+    fake_run(runs, "headline_s1", "sparse", -1.0, 1, 0.80)
+    fake_run(runs, "headline_s2", "sparse", -1.0, 2, 0.84)
+    table = write_report([runs], tmp_path / "report")["table"]
+    assert "| sparse | -1.0 | validation accuracy | 82.00 ± 2.83 | 2 |" in table  # 0.70 is not counted
+    assert "**1 duplicate run(s)** (not counted)" in table and "sweep_point" in table
+    assert "without results" not in table
+
+
 def test_best_param_picks_the_sweeps_best_mean_and_refuses_mixed_sweeps(tmp_path):
     runs = tmp_path / "runs"
     for name, lam, seed, acc in [("a", -2.0, 1, 0.80), ("b", -2.0, 2, 0.90), ("c", -1.0, 1, 0.84), ("d", 0.0, 1, 0.86)]:
