@@ -4,17 +4,25 @@
 #
 #   SSAF_DATA_DIR=../shared/data bash scripts/reproduce.sh [STAGE ...]
 #
-# Stages, in the default order (each is one or two Hydra multiruns into $STUDY_DIR/<stage>/<part>; a part
-# already complete there is skipped, so an interrupted study resumes where it stopped):
+# Stages, in the default order (each is up to three Hydra multiruns into $STUDY_DIR/<stage>/<part>: part
+# "base" is softmax, "sparse" is SSAF at the chosen lam, "others" is sparsemax / entmax15 / learned alpha; a
+# part already complete there is skipped, so an interrupted study resumes where it stopped):
 #   lam         SST-2, sparse, lam in $LAMS, seed 1: the dev sweep that chooses lam, and the lam plot
-#   headline    SST-2: softmax / sparsemax / entmax15 / learned_alpha (part base) and sparse (part sparse),
-#               seeds $HEADLINE_SEEDS
-#   nopretrain  SST-2 from random init (model.pretrained=false), softmax / sparse, seeds $SEEDS
-#   sst5        SST-5 (the paper's SST-1), softmax / sparse, seeds $SEEDS
-#   mnli        MNLI (8000 pairs of the train subset; dev matched capped at 2000 + mismatched), softmax /
-#               sparse, seeds $SEEDS
+#   headline    SST-2 (cpu_sst2: 8000 phrases, 1 epoch, 64 tokens), every attention, seeds $HEADLINE_SEEDS
+#   nopretrain  SST-2 from random init (model.pretrained=false), softmax / sparse at the chosen lam and at
+#               lam = $NOPRETRAIN_LAM (from scratch the chosen lam is hardly sparse), seeds $SEEDS
+#   sst5        SST-5 (the paper's SST-1), 128 tokens, seeds $SEEDS (others: $OTHER_SEEDS)
+#   mnli        MNLI ($MNLI_TRAIN pairs of the train subset; dev matched capped at 2000 + mismatched),
+#               seeds $SEEDS (others: $OTHER_SEEDS)
+#   snli        SNLI ($MNLI_TRAIN pairs of the train subset; dev capped at 2000), seeds $SEEDS (others: $OTHER_SEEDS)
+#   barnes      the Barnes et al. (2017) sentiment sets SemEval-2013, SenTube-A, SenTube-T (dev and test),
+#               softmax / sparse, seeds $SEEDS
 #   squad       SQuAD v1.1 (3000 training questions; the full dev set), softmax / sparse, seed 1
-#   report      ssaf-compare over $STUDY_DIR (and $EXTRA_ROOTS) -> $REPORT_DIR (report.md, report.html, plots)
+#   report      ssaf-compare over $STUDY_DIR (and $EXTRA_ROOTS) -> $REPORT_DIR (report.md, plots)
+# SciTail is not a stage: ../shared/data has only its test split (train and dev need the hub).
+#
+# Every run is evaluated once, after its last step (trainer.eval_every=0): the presets evaluate during
+# training and keep the best checkpoint, which would select on the dev set the table reports.
 #
 # The sparse rows use SPARSE_LAM: "auto" (default) takes the lam with the best dev accuracy in the lam
 # stage, which must then be complete; a number overrides it.
@@ -24,10 +32,10 @@
 # It does not buy throughput on 2 CPU cores (measured: two 1-thread runs side by side took 8-9.5 minutes
 # each, one 2-thread run ~4), so the default is LANES=1: everything in order, all cores per run.
 #
-# Every training cap is in conf/experiment/*.yaml (or below) and in the report's "training" column. An
-# SST-2 run (cpu_sst2: 8000 phrases, 1 epoch, 64 tokens, length-grouped batches) takes about 4-5 minutes on
-# 2 cores, so the study is hours on a laptop and well under an hour on one GPU. Extra Hydra overrides for
-# every run go in $EXTRA, e.g. EXTRA="trainer.max_train_samples=2000" for a quicker, smaller study.
+# Every training cap is in conf/experiment/*.yaml (or below) and in the report's "training" column. On 2
+# cores an SST-2 run takes 3-4 minutes, SST-5 ~5, MNLI/SNLI ~7.5, a Barnes set 2-4, SQuAD 60-90: the whole
+# study is a day on a laptop and about an hour on one GPU. Extra Hydra overrides for every run go in
+# $EXTRA, e.g. EXTRA="trainer.max_train_samples=2000" for a quicker, smaller study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
@@ -36,14 +44,18 @@ REPORT_DIR="${REPORT_DIR:-docs/results}"
 EXTRA_ROOTS="${EXTRA_ROOTS:-}"
 HEADLINE_SEEDS="${HEADLINE_SEEDS:-1,2,3}"
 SEEDS="${SEEDS:-1,2,3}"
+OTHER_SEEDS="${OTHER_SEEDS:-$SEEDS}"
+OTHERS="${OTHERS:-sparsemax,entmax15,learned_alpha}"
 LAMS="${LAMS:--8,-4,-2,-1,0,0.5}"
+NOPRETRAIN_LAM="${NOPRETRAIN_LAM:-0}"
+MNLI_TRAIN="${MNLI_TRAIN:-6000}"
 SPARSE_LAM="${SPARSE_LAM:-auto}"
 EXTRA="${EXTRA:-}"
 cores="$(nproc 2> /dev/null || echo 1)"
 LANES="${LANES:-1}"
 : "${SSAF_DATA_DIR:?set SSAF_DATA_DIR to the folder with sst2/, mnli/, squad/ ... (e.g. ../shared/data)}"
 export SSAF_DATA_DIR
-STAGES=(lam headline nopretrain sst5 mnli squad report)
+STAGES=(lam headline nopretrain sst5 mnli snli barnes squad report)
 
 multirun() {  # multirun DIR OVERRIDES...: one Hydra sweep into DIR, skipped when complete
   local dir="$1"; shift
@@ -53,7 +65,7 @@ multirun() {  # multirun DIR OVERRIDES...: one Hydra sweep into DIR, skipped whe
   fi
   echo "== $dir: $* $EXTRA"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
-  "$py" train.py -m "$@" $EXTRA hydra.sweep.dir="$dir" || return 1  # set -e is off inside `lane ... ||`
+  "$py" train.py -m "$@" trainer.eval_every=0 $EXTRA hydra.sweep.dir="$dir" || return 1  # no set -e in `lane ... ||`
   touch "$dir/.complete"
 }
 
@@ -66,35 +78,52 @@ lam() {  # the lam of the sparse rows
   "$py" -m ssaf.report "$STUDY_DIR/lam" --best-param sparse
 }
 
-# part STAGE base|sparse: the runs of a stage that do not use lam (base) or that do (sparse)
+# part STAGE base|sparse|others: a stage's softmax runs (base), its SSAF runs at the chosen lam (sparse: the
+# only part that needs the lam stage) and its other sparse attentions (others)
 part() {
-  local stage="$1" which="$2" attn=softmax dir="$STUDY_DIR/$1/$2" l=()
+  local stage="$1" which="$2" dir="$STUDY_DIR/$1/$2" attn=softmax seeds="$SEEDS" lams l=() task=()
   if [ "$stage" = lam ]; then
-    [ "$which" = base ] || multirun "$STUDY_DIR/lam" experiment=cpu_sst2 attn=sparse "attn.lam=$LAMS" seed=1
+    if [ "$which" = sparse ]; then
+      multirun "$STUDY_DIR/lam" experiment=cpu_sst2 attn=sparse "attn.lam=$LAMS" seed=1
+    fi
     return
   fi
-  if [ "$which" = sparse ]; then
+  if [ "$which" = others ]; then
+    case "$stage" in nopretrain | barnes | squad) return ;; esac  # softmax vs SSAF only, as in the paper
+    attn="$OTHERS"
+    seeds="$OTHER_SEEDS"
+  elif [ "$which" = sparse ]; then
     attn=sparse
-    l=("attn.lam=$(lam)") || return 1
+    lams="$(lam)" || return 1
+    [ "$stage" = nopretrain ] && lams="$lams,$NOPRETRAIN_LAM"
+    l=("attn.lam=$lams")
   fi
   case "$stage" in
-    headline)
-      [ "$which" = base ] && attn=softmax,sparsemax,entmax15,learned_alpha
-      multirun "$dir" experiment=cpu_sst2 "attn=$attn" "${l[@]}" "seed=$HEADLINE_SEEDS" ;;
-    nopretrain) multirun "$dir" experiment=no_pretraining "attn=$attn" "${l[@]}" "seed=$SEEDS" ;;
-    sst5) multirun "$dir" experiment=cpu_sst2 task=sst5 trainer.max_seq_length=128 "attn=$attn" "${l[@]}" "seed=$SEEDS" ;;
-    mnli) multirun "$dir" experiment=cpu_mnli trainer.max_train_samples=8000 "attn=$attn" "${l[@]}" "seed=$SEEDS" ;;
+    headline) multirun "$dir" experiment=cpu_sst2 "attn=$attn" "${l[@]}" "seed=$HEADLINE_SEEDS" ;;
+    nopretrain) multirun "$dir" experiment=no_pretraining "attn=$attn" "${l[@]}" "seed=$seeds" ;;
+    sst5) multirun "$dir" experiment=cpu_sst2 task=sst5 trainer.max_seq_length=128 "attn=$attn" "${l[@]}" "seed=$seeds" ;;
+    mnli | snli)
+      [ "$stage" = snli ] && task=(task=snli)
+      multirun "$dir" experiment=cpu_mnli "${task[@]}" "trainer.max_train_samples=$MNLI_TRAIN" "attn=$attn" "${l[@]}" \
+        "seed=$seeds" ;;
+    barnes)
+      multirun "$dir" experiment=cpu_sst2 task=semeval,sentube_auto,sentube_tablets trainer.max_seq_length=128 \
+        "attn=$attn" "${l[@]}" "seed=$seeds" ;;
     squad)
       multirun "$dir" task=squad data.source=local "attn=$attn" "${l[@]}" seed=1 \
-        trainer.max_train_samples=3000 trainer.epochs=1 trainer.eval_every=0 trainer.learning_rate=1e-4 \
-        trainer.stats_sample_every=8 ;;
+        trainer.max_train_samples=3000 trainer.epochs=1 trainer.learning_rate=1e-4 trainer.stats_sample_every=8 ;;
   esac
 }
 
-lane() {  # lane base|sparse STAGE...: that part of every stage, in order; keeps going past a failure
-  local which="$1" status=0 s; shift
+# lane base|sparse STAGE...: every stage's parts that lane owns, in order (base: base and others, which do not
+# depend on lam; sparse: the lam sweep and the sparse parts); keeps going past a failure
+lane() {
+  local which="$1" status=0 s p parts=("$1"); shift
+  [ "$which" = base ] && parts=(base others)
   for s in "$@"; do
-    part "$s" "$which" || { echo "== $s/$which: FAILED (the other stages go on)" >&2; status=1; }
+    for p in "${parts[@]}"; do
+      part "$s" "$p" || { echo "== $s/$p: FAILED (the other stages go on)" >&2; status=1; }
+    done
   done
   return "$status"
 }

@@ -2,9 +2,10 @@
 
 ``ssaf-compare outputs/ multirun/ --out reports/lam`` (or ``python scripts/compare.py ...``) finds every
 run directory under the roots (a folder with ``.hydra/config.yaml``), groups runs by task x model x
-attention x parameters, aggregates the headline metric, attention sparsity and time per epoch over seeds
-(mean, std, n), and writes ``report.md`` and a self-contained ``report.html`` with PNG plots. Runs without
-``metrics.json`` (crashed or still running) or that failed are listed, never silently skipped.
+attention x parameters, aggregates the headline metric and attention sparsity of every evaluation split
+(MNLI matched and mismatched, dev and test) and the time per epoch over seeds (mean, std, n), and writes
+``report.md`` and a self-contained ``report.html`` with PNG plots. Runs without ``metrics.json`` (crashed
+or still running) or that failed are listed, never silently skipped.
 """
 
 from __future__ import annotations
@@ -42,14 +43,33 @@ class Run:
     seed: int
     status: str  # completed | failed | missing
     setup: str = ""  # the training budget: every cap, so differently sized runs never share a row
-    metric_name: str = ""
-    metric: float | None = None
-    zero_fraction: float | None = None
+    headline: str = "accuracy"  # the metric the task is judged by (accuracy, or F1 for QA)
+    splits: list[str] = field(default_factory=lambda: ["validation"])  # evaluated splits, selection split first
+    metrics: dict[str, float] = field(default_factory=dict)  # split -> headline metric
+    zero_fractions: dict[str, float] = field(default_factory=dict)  # split -> fraction of exact zeros
     zero_by_layer: list[float] = field(default_factory=list)
     seconds_per_epoch: float | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
     error: str = ""
     finished: float = 0.0  # mtime of metrics.json: which of two identical runs is newer
+
+    def metric_name(self, split: str | None = None) -> str:
+        return f"{split or self.splits[0]} {self.headline}"
+
+    @property
+    def metric(self) -> float | None:
+        """The headline metric on the first evaluation split: the one sweeps select on and plots show."""
+        return self.metrics.get(self.splits[0])
+
+    @property
+    def zero_fraction(self) -> float | None:
+        return self.zero_fractions.get(self.splits[0])
+
+    def value(self, attr: str, split: str | None = None) -> float | None:
+        """``metric`` / ``zero_fraction`` on ``split`` (default: the first split), or another attribute."""
+        if attr in ("metric", "zero_fraction"):
+            return getattr(self, attr + "s").get(split or self.splits[0])
+        return getattr(self, attr)
 
     @property
     def param(self) -> float | None:
@@ -90,7 +110,7 @@ def training_setup(t: Any) -> str:
 def load_run(path: Path) -> Run:
     cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
     kind = cfg.task.get("kind", "classification")
-    split = cfg.task.eval_splits[0]
+    splits = list(cfg.task.eval_splits)
     run = Run(
         path=path,
         task=cfg.task.name,
@@ -103,7 +123,8 @@ def load_run(path: Path) -> Run:
         seed=int(cfg.seed),
         status="missing",
         setup=training_setup(cfg.trainer),
-        metric_name=f"{split} {HEADLINE[kind]}",
+        headline=HEADLINE[kind],
+        splits=splits,
     )
     metrics_file = path / "metrics.json"
     if not metrics_file.exists():
@@ -116,9 +137,12 @@ def load_run(path: Path) -> Run:
         run.error = m.get("error", "failed")
         return run
     final = m["final"]
-    run.metric = final.get(f"eval_{split}_{HEADLINE[kind]}")
-    run.zero_fraction = final.get(f"eval_{split}_attn_zero_fraction")
-    layers = m.get("attention", {}).get(f"eval_{split}", {}).get("zero_fraction", [])
+    for split in splits:
+        if (metric := final.get(f"eval_{split}_{HEADLINE[kind]}")) is not None:
+            run.metrics[split] = metric
+        if (zeros := final.get(f"eval_{split}_attn_zero_fraction")) is not None:
+            run.zero_fractions[split] = zeros
+    layers = m.get("attention", {}).get(f"eval_{splits[0]}", {}).get("zero_fraction", [])
     run.zero_by_layer = [statistics.fmean(heads) for heads in layers]
     run.seconds_per_epoch = m.get("train", {}).get("seconds_per_epoch")
     run.curve = [(h["step"], h["loss"]) for h in m.get("history", []) if "loss" in h and "step" in h]
@@ -150,9 +174,10 @@ class Group:
     def param(self) -> float | None:
         return self.key[5]
 
-    def stat(self, attr: str) -> tuple[float, float, int]:
-        """(mean, sample std, n) of a numeric attribute over the group's completed runs."""
-        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+    def stat(self, attr: str, split: str | None = None) -> tuple[float, float, int]:
+        """(mean, sample std, n) of a numeric attribute over the group's completed runs; ``metric`` and
+        ``zero_fraction`` on ``split`` (default: the first evaluation split)."""
+        values = [v for r in self.runs if (v := r.value(attr, split)) is not None]
         if not values:
             return math.nan, math.nan, 0
         std = statistics.stdev(values) if len(values) > 1 else math.nan
@@ -182,14 +207,14 @@ def fmt(mean: float, std: float, n: int, scale: float = 1.0, digits: int = 2) ->
     return s + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
 
-def versus(g: Group, base: Group | None, scale: float) -> str:
+def versus(g: Group, base: Group | None, scale: float, split: str | None = None) -> str:
     """``g``'s mean minus the softmax baseline's, marked n.s. when smaller than 2 std of either group.
 
     With fewer than 2 runs on either side there is no std, so no claim is made either way.
     """
     if base is None or base is g:
         return "-"
-    (m, s, n), (bm, bs, bn) = g.stat("metric"), base.stat("metric")
+    (m, s, n), (bm, bs, bn) = g.stat("metric", split), base.stat("metric", split)
     if n == 0 or bn == 0:
         return "-"
     diff = f"{(m - bm) * scale:+.2f}"
@@ -207,13 +232,16 @@ def markdown_table(groups: list[Group], runs: list[Run]) -> str:
     baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
     for g in groups:
         task, model, pretrained, setup, attn, param = g.key
-        scale = 1.0 if g.runs[0].metric_name.endswith("f1") else 100.0  # accuracy in percent
-        lines.append(
-            f"| {task} | {model} | {'yes' if pretrained else 'no'} | {setup} | {attn} | "
-            f"{'-' if param is None else param} | {g.runs[0].metric_name} | {fmt(*g.stat('metric'), scale=scale)} | "
-            f"{g.stat('metric')[2]} | {versus(g, baselines.get(g.key[:4]), scale)} | "
-            f"{fmt(*g.stat('zero_fraction'), digits=3)} | {fmt(*g.stat('seconds_per_epoch'), digits=0)} |"
-        )
+        first = g.runs[0]
+        scale = 1.0 if first.headline == "f1" else 100.0  # accuracy in percent
+        for split in first.splits:  # one row per evaluated split: dev and test, matched and mismatched
+            lines.append(
+                f"| {task} | {model} | {'yes' if pretrained else 'no'} | {setup} | {attn} | "
+                f"{'-' if param is None else param} | {first.metric_name(split)} | "
+                f"{fmt(*g.stat('metric', split), scale=scale)} | {g.stat('metric', split)[2]} | "
+                f"{versus(g, baselines.get(g.key[:4]), scale, split)} | "
+                f"{fmt(*g.stat('zero_fraction', split), digits=3)} | {fmt(*g.stat('seconds_per_epoch'), digits=0)} |"
+            )
     duplicates = [r for r in runs if r.status == "duplicate"]
     if duplicates:
         lines += ["", f"**{len(duplicates)} duplicate run(s)** (not counted):", ""]
@@ -270,7 +298,7 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
             )  # fmt: skip
         ax.set_title(f"{task[0]} ({task[1]})" if len(swept) > 1 else task[0], fontsize=9)
         ax.set_xlabel("lam (sparse) / alpha (entmax)")
-        ax.set_ylabel(gs[0].runs[0].metric_name)
+        ax.set_ylabel(gs[0].runs[0].metric_name())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, out / "metric_vs_param.png")

@@ -21,12 +21,15 @@ CONF = ROOT / "conf"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def fake_run(root: Path, name: str, attn: str, lam: float, seed: int, acc: float | None, zeros=0.5, status="completed"):
-    """A run directory as train.py writes it, with known numbers."""
+def fake_run(
+    root: Path, name: str, attn: str, lam: float, seed: int, acc: float | None, zeros=0.5, status="completed",
+    task="sst2", more: dict | None = None,
+):  # fmt: skip
+    """A run directory as train.py writes it, with known numbers (``more``: further final metrics)."""
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"attn={attn}", f"attn.lam={lam}", f"seed={seed}"])
+        cfg = compose("config", overrides=[f"task={task}", f"attn={attn}", f"attn.lam={lam}", f"seed={seed}"])
     from omegaconf import OmegaConf
 
     (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -35,7 +38,7 @@ def fake_run(root: Path, name: str, attn: str, lam: float, seed: int, acc: float
     metrics = {
         "status": status,
         "error": "loss is nan at step 3" if status == "failed" else None,
-        "final": {"eval_validation_accuracy": acc, "eval_validation_attn_zero_fraction": zeros},
+        "final": {"eval_validation_accuracy": acc, "eval_validation_attn_zero_fraction": zeros, **(more or {})},
         "attention": {"eval_validation": {"zero_fraction": [[zeros, zeros], [zeros / 2, zeros / 2]]}},
         "train": {"seconds_per_epoch": 100.0 + seed},
         "history": [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)],
@@ -93,6 +96,27 @@ def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_pat
     table = write_report([runs], tmp_path / "report")["table"]
     assert "| 90.10 ± 0.10 | 3 | +5.00 (> 2 std) |" in table
     assert "| 100 train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |" in table
+
+
+def test_every_evaluation_split_gets_its_own_row(tmp_path):
+    # SemEval is evaluated on dev and test: both are reported, each compared with softmax on the same split,
+    # while sweeps select on (and plots show) the first split only.
+    runs = tmp_path / "runs"
+    for seed, (soft, sparse) in enumerate([(0.60, 0.70), (0.62, 0.72)], start=1):
+        for attn, lam, dev, test in [("softmax", 0.0, 0.80, soft), ("sparse", -1.0, 0.81, sparse)]:
+            fake_run(
+                runs, f"{attn}{seed}", attn, lam, seed, dev, task="semeval",
+                more={"eval_test_accuracy": test, "eval_test_attn_zero_fraction": 0.25 * seed},
+            )  # fmt: skip
+    fake_run(runs, "no_test", "sparse", -2.0, 1, 0.9, task="semeval")  # a run that never reached its test eval
+    table = write_report([runs], tmp_path / "report")["table"]
+    sparse = "| semeval | minilm | yes | all train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 |"
+    assert f"{sparse} validation accuracy | 81.00 ± 0.00 | 2 | +1.00 (> 2 std) | 0.500 ± 0.000 |" in table
+    assert f"{sparse} test accuracy | 71.00 ± 1.41 | 2 | +10.00 (> 2 std) | 0.375 ± 0.177 |" in table
+    assert "| softmax | - | test accuracy | 61.00 ± 1.41 | 2 | - |" in table
+    assert "| sparse | -2.0 | test accuracy | - | 0 | - | - |" in table
+    groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
+    assert best_param(groups, "sparse") == -2.0  # chosen on the dev split (90 > 81), not on test
 
 
 def test_a_rerun_of_the_same_configuration_and_seed_is_counted_once(tmp_path):
@@ -195,3 +219,45 @@ def test_visualize_attention_writes_readable_pictures(tmp_path):
     for name in ("softmax_all_heads", "sparse_all_heads", "side_by_side", "zeros_summary"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10000, name
+
+
+STUB = """#!/usr/bin/env bash
+# Stands in for the venv's python: logs each train.py multirun, answers --best-param with -2.
+if [ "$1" = -m ]; then echo "REPORT ${*:2}" >> "$LOG"; echo -2; exit 0; fi
+for a in "$@"; do case "$a" in hydra.sweep.dir=*) mkdir -p "${a#hydra.sweep.dir=}" ;; esac; done
+echo "RUN ${*:3}" >> "$LOG"
+"""
+
+
+def reproduce(tmp_path: Path, *stages: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run scripts/reproduce.sh with a stub python; returns the result and the logged commands."""
+    stub, log = tmp_path / "py", tmp_path / "log"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    log.write_text("")
+    env = {**os.environ, "PYTHON": str(stub), "LOG": str(log), "SSAF_DATA_DIR": str(tmp_path),
+           "STUDY_DIR": str(tmp_path / "study"), "REPORT_DIR": str(tmp_path / "report"), **env}  # fmt: skip
+    r = subprocess.run(["bash", "scripts/reproduce.sh", *stages], cwd=ROOT, env=env, capture_output=True, text=True)
+    return r, log.read_text().splitlines()
+
+
+def test_reproduce_script_runs_each_part_once_at_the_chosen_lam_and_evaluates_once(tmp_path):
+    r, log = reproduce(tmp_path, "sst5", "lam")
+    assert r.returncode != 0 and "SPARSE_LAM=auto needs the lam stage" in r.stderr  # sst5 runs before lam
+    assert "== sst5/sparse: FAILED" in r.stderr and "sst5/others" not in r.stderr  # the others went on
+    assert "task=sst5 trainer.max_seq_length=128 attn=sparsemax,entmax15,learned_alpha seed=1,2,3" in log[1]
+    r, log = reproduce(tmp_path, "lam", "sst5", "nopretrain", "barnes", "report")
+    assert r.returncode == 0, r.stderr
+    runs = [line for line in log if line.startswith("RUN")]
+    assert all("trainer.eval_every=0" in line for line in runs)  # no checkpoint chosen on the reported dev set
+    study = tmp_path / "study"
+    assert f"attn=sparse attn.lam=-2 seed=1,2,3 trainer.eval_every=0 hydra.sweep.dir={study}/sst5/sparse" in runs[0]
+    assert any("experiment=no_pretraining attn=sparse attn.lam=-2,0 seed=1,2,3" in line for line in runs)
+    assert not (study / "nopretrain" / "others").exists() and not (study / "barnes" / "others").exists()
+    assert sum(f"{study}/sst5/" in line for line in runs) == 1  # base and others completed in the first call
+    assert (
+        log[-1]
+        == f"REPORT ssaf.report {study} --out {tmp_path / 'report'} --title ssaf: CPU-scale reproduction of SSAF"
+    )
+    r, _ = reproduce(tmp_path, "glue")
+    assert r.returncode == 2 and "unknown stage 'glue'" in r.stderr
