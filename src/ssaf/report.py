@@ -342,6 +342,53 @@ def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
     return save(fig, out / "training_curves.png")
 
 
+def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
+    """(label, mean - softmax mean, 2 x the larger std, fewer seeds of the two) for every group and split that
+    has a softmax row of the same task, model, pre-training and budget; in points (accuracy %, F1).
+
+    The half-width is the significance threshold of ``versus``: a bar whose whisker crosses 0 is n.s.;
+    it is NaN when either side has one seed. A task run at several budgets gets the budget in its label.
+    """
+    baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
+    budgets: dict[tuple[str, bool], set[str]] = defaultdict(set)
+    for g in groups:
+        budgets[(g.task, g.pretrained)].add(g.setup)
+    rows = []
+    for g in groups:
+        base = baselines.get(g.key[:4])
+        if base is None or base is g:
+            continue
+        first = g.runs[0]
+        scale = 1.0 if first.headline == "f1" else 100.0
+        for split in first.splits:
+            (m, s, n), (bm, bs, bn) = g.stat("metric", split), base.stat("metric", split)
+            if n and bn:
+                name = f"{label(g)}, {split}" + (" F1" if first.headline == "f1" else "")
+                if len(budgets[(g.task, g.pretrained)]) > 1:
+                    name += f" ({g.setup})"
+                rows.append((name, (m - bm) * scale, 2 * max(s, bs) * scale, min(n, bn)))
+    return rows
+
+
+def plot_vs_softmax(groups: list[Group], out: Path) -> Path | None:
+    """Each attention's difference to softmax (same task, budget and split), whiskers at 2 std: the
+    paper's "beats softmax on every dataset" claim at a glance. One-seed comparisons are hollow, no whisker."""
+    rows = differences(groups)
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2))
+    for y, (_, diff, half, n) in enumerate(rows):
+        color = "tab:green" if diff > 0 else "tab:red"
+        tested = n >= 2 and not math.isnan(half)
+        ax.barh(y, diff, color=color if tested else "none", edgecolor=color, xerr=half if tested else None, capsize=3)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("minus softmax (points); whiskers: 2 std; hollow: 1 seed")
+    ax.grid(axis="x", alpha=0.3)
+    return save(fig, out / "vs_softmax.png")
+
+
 def plot_time_per_epoch(groups: list[Group], out: Path) -> Path | None:
     gs = [g for g in groups if g.stat("seconds_per_epoch")[2]]
     if not gs:
@@ -389,6 +436,7 @@ def write_report(roots: list[Path], out: Path, title: str = "ssaf runs") -> dict
             plot_sparsity_by_layer(groups, out),
             plot_training_curves(groups, out),
             plot_time_per_epoch(groups, out),
+            plot_vs_softmax(groups, out),
         )
         if p is not None
     ]

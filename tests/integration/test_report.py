@@ -4,6 +4,7 @@ attention pictures."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from ssaf.config import settings
-from ssaf.report import best_param, find_run_dirs, group_runs, load_run, write_report
+from ssaf.report import best_param, differences, find_run_dirs, group_runs, load_run, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -76,11 +77,11 @@ def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
     )
     assert "**2 run(s) without results**" in table
     assert "crashed" in table and "no metrics.json" in table and "loss is nan" in table
-    for name in ("metric_vs_param", "sparsity_by_layer", "training_curves", "time_per_epoch"):
+    for name in ("metric_vs_param", "sparsity_by_layer", "training_curves", "time_per_epoch", "vs_softmax"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000, name
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "82.00 ± 2.83" in html
+    assert html.count("data:image/png;base64,") == 5 and "82.00 ± 2.83" in html
     assert "![metric_vs_param](metric_vs_param.png)" in (out / "report.md").read_text()
 
 
@@ -117,6 +118,12 @@ def test_every_evaluation_split_gets_its_own_row(tmp_path):
     assert "| sparse | -2.0 | test accuracy | - | 0 | - | - |" in table
     groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
     assert best_param(groups, "sparse") == -2.0  # chosen on the dev split (90 > 81), not on test
+    diffs = {name: (round(d, 6), round(half, 6), n) for name, d, half, n in differences(groups)}
+    assert diffs["semeval sparse -1.0, test"] == (10.0, round(2 * 100 * 0.0002**0.5, 6), 2)  # 2 x std of 0.70, 0.72
+    assert diffs["semeval sparse -2.0, validation"][::2] == (10.0, 1) and math.isnan(
+        diffs["semeval sparse -2.0, validation"][1]
+    )  # one seed: no threshold
+    assert "semeval sparse -2.0, test" not in diffs  # no test result, no bar
 
 
 def test_a_rerun_of_the_same_configuration_and_seed_is_counted_once(tmp_path):
