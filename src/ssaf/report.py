@@ -366,7 +366,8 @@ def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
                 name = f"{label(g)}, {split}" + (" F1" if first.headline == "f1" else "")
                 if len(budgets[(g.task, g.pretrained)]) > 1:
                     name += f" ({g.setup})"
-                rows.append((name, (m - bm) * scale, 2 * max(s, bs) * scale, min(n, bn)))
+                half = 2 * max(s, bs) * scale if min(n, bn) > 1 else math.nan  # max() with a NaN is order-dependent
+                rows.append((name, (m - bm) * scale, half, min(n, bn)))
     return rows
 
 
@@ -377,9 +378,9 @@ def plot_vs_softmax(groups: list[Group], out: Path) -> Path | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2))
-    for y, (_, diff, half, n) in enumerate(rows):
+    for y, (_, diff, half, _) in enumerate(rows):
         color = "tab:green" if diff > 0 else "tab:red"
-        tested = n >= 2 and not math.isnan(half)
+        tested = not math.isnan(half)
         ax.barh(y, diff, color=color if tested else "none", edgecolor=color, xerr=half if tested else None, capsize=3)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
     ax.invert_yaxis()

@@ -124,6 +124,11 @@ def test_every_evaluation_split_gets_its_own_row(tmp_path):
         diffs["semeval sparse -2.0, validation"][1]
     )  # one seed: no threshold
     assert "semeval sparse -2.0, test" not in diffs  # no test result, no bar
+    fake_run(runs, "softmax3", "softmax", 0.0, 3, 0.80, task="semeval")  # 3 softmax seeds vs 1 sparse -2 seed
+    groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
+    assert math.isnan(
+        next(half for name, _, half, _ in differences(groups) if name == "semeval sparse -2.0, validation")
+    )
 
 
 def test_a_rerun_of_the_same_configuration_and_seed_is_counted_once(tmp_path):
