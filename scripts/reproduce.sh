@@ -33,8 +33,9 @@
 # each, one 2-thread run ~4), so the default is LANES=1: everything in order, all cores per run.
 #
 # Every training cap is in conf/experiment/*.yaml (or below) and in the report's "training" column. On 2
-# cores an SST-2 run takes 3-4 minutes, SST-5 ~5, MNLI/SNLI ~7.5, a Barnes set 2-4, SQuAD 60-90: the whole
-# study is a day on a laptop and about an hour on one GPU. Extra Hydra overrides for every run go in
+# cores (measured, uncontended) an SST-2 run takes 3-4 minutes, SST-5 5.5-7, MNLI 6-8, SNLI 4-5, a Barnes
+# set 6-8 (dev and test evaluation), SQuAD 60-90: the whole study is a day on a laptop (and, estimated from
+# the GPU step times in README, not run, about an hour on one GPU). Extra Hydra overrides for every run go in
 # $EXTRA, e.g. EXTRA="trainer.max_train_samples=2000" for a quicker, smaller study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
