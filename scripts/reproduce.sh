@@ -96,7 +96,7 @@ part() {
   elif [ "$which" = sparse ]; then
     attn=sparse
     lams="$(lam)" || return 1
-    [ "$stage" = nopretrain ] && lams="$lams,$NOPRETRAIN_LAM"
+    if [ "$stage" = nopretrain ] && [ "$lams" != "$NOPRETRAIN_LAM" ]; then lams="$lams,$NOPRETRAIN_LAM"; fi
     l=("attn.lam=$lams")
   fi
   case "$stage" in
