@@ -207,20 +207,31 @@ def fmt(mean: float, std: float, n: int, scale: float = 1.0, digits: int = 2) ->
     return s + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
 
-def versus(g: Group, base: Group | None, scale: float, split: str | None = None) -> str:
-    """``g``'s mean minus the softmax baseline's, marked n.s. when smaller than 2 std of either group.
-
-    With fewer than 2 runs on either side there is no std, so no claim is made either way.
-    """
-    if base is None or base is g:
-        return "-"
+def difference(g: Group, base: Group, split: str | None = None) -> tuple[float, float, int] | None:
+    """(``g``'s mean minus ``base``'s, the significance threshold 2 x the larger std, the fewer seeds of the two)
+    on ``split``, in the metric's own units; None when either side has no result. The threshold is NaN when
+    either side has one seed: no std, so no claim either way."""
     (m, s, n), (bm, bs, bn) = g.stat("metric", split), base.stat("metric", split)
     if n == 0 or bn == 0:
+        return None
+    fewer = min(n, bn)
+    return m - bm, (2 * max(s, bs) if fewer > 1 else math.nan), fewer  # max() with a NaN is order-dependent
+
+
+def unit_scale(g: Group) -> float:
+    """Accuracy is shown in percent, F1 (already 0-100) as is."""
+    return 1.0 if g.runs[0].headline == "f1" else 100.0
+
+
+def versus(g: Group, base: Group | None, split: str | None = None) -> str:
+    """``g``'s mean minus the softmax baseline's, marked n.s. when smaller than 2 std of either group."""
+    if base is None or base is g or (d := difference(g, base, split)) is None:
         return "-"
-    diff = f"{(m - bm) * scale:+.2f}"
-    if n < 2 or bn < 2:
-        return f"{diff} (untested: < 2 seeds)"
-    return diff + (" (n.s.)" if abs(m - bm) < 2 * max(s, bs) else " (> 2 std)")
+    diff, threshold, seeds = d
+    text = f"{diff * unit_scale(g):+.2f}"
+    if seeds < 2:
+        return f"{text} (untested: < 2 seeds)"
+    return text + (" (n.s.)" if abs(diff) < threshold else " (> 2 std)")
 
 
 def markdown_table(groups: list[Group], runs: list[Run]) -> str:
@@ -233,13 +244,12 @@ def markdown_table(groups: list[Group], runs: list[Run]) -> str:
     for g in groups:
         task, model, pretrained, setup, attn, param = g.key
         first = g.runs[0]
-        scale = 1.0 if first.headline == "f1" else 100.0  # accuracy in percent
         for split in first.splits:  # one row per evaluated split: dev and test, matched and mismatched
             lines.append(
                 f"| {task} | {model} | {'yes' if pretrained else 'no'} | {setup} | {attn} | "
                 f"{'-' if param is None else param} | {first.metric_name(split)} | "
-                f"{fmt(*g.stat('metric', split), scale=scale)} | {g.stat('metric', split)[2]} | "
-                f"{versus(g, baselines.get(g.key[:4]), scale, split)} | "
+                f"{fmt(*g.stat('metric', split), scale=unit_scale(g))} | {g.stat('metric', split)[2]} | "
+                f"{versus(g, baselines.get(g.key[:4]), split)} | "
                 f"{fmt(*g.stat('zero_fraction', split), digits=3)} | {fmt(*g.stat('seconds_per_epoch'), digits=0)} |"
             )
     duplicates = [r for r in runs if r.status == "duplicate"]
@@ -359,15 +369,13 @@ def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
         if base is None or base is g:
             continue
         first = g.runs[0]
-        scale = 1.0 if first.headline == "f1" else 100.0
         for split in first.splits:
-            (m, s, n), (bm, bs, bn) = g.stat("metric", split), base.stat("metric", split)
-            if n and bn:
+            if (d := difference(g, base, split)) is not None:
                 name = f"{label(g)}, {split}" + (" F1" if first.headline == "f1" else "")
                 if len(budgets[(g.task, g.pretrained)]) > 1:
                     name += f" ({g.setup})"
-                half = 2 * max(s, bs) * scale if min(n, bn) > 1 else math.nan  # max() with a NaN is order-dependent
-                rows.append((name, (m - bm) * scale, half, min(n, bn)))
+                diff, threshold, seeds = d
+                rows.append((name, diff * unit_scale(g), threshold * unit_scale(g), seeds))
     return rows
 
 
