@@ -258,14 +258,15 @@ def test_reproduce_script_runs_each_part_once_at_the_chosen_lam_and_evaluates_on
     assert r.returncode != 0 and "SPARSE_LAM=auto needs the lam stage" in r.stderr  # sst5 runs before lam
     assert "== sst5/sparse: FAILED" in r.stderr and "sst5/others" not in r.stderr  # the others went on
     assert "task=sst5 trainer.max_seq_length=128 attn=sparsemax,entmax15,learned_alpha seed=1,2,3" in log[1]
-    r, log = reproduce(tmp_path, "lam", "sst5", "nopretrain", "barnes", "report")
+    r, log = reproduce(tmp_path, "lam", "sst5", "nopretrain", "barnes", "squad", "report")
     assert r.returncode == 0, r.stderr
     runs = [line for line in log if line.startswith("RUN")]
     assert all("trainer.eval_every=0" in line for line in runs)  # no checkpoint chosen on the reported dev set
     study = tmp_path / "study"
     assert f"attn=sparse attn.lam=-2 seed=1,2,3 trainer.eval_every=0 hydra.sweep.dir={study}/sst5/sparse" in runs[0]
     assert any("experiment=no_pretraining attn=sparse attn.lam=-2,0 seed=1,2,3" in line for line in runs)
-    assert not (study / "nopretrain" / "others").exists() and not (study / "barnes" / "others").exists()
+    assert not any((study / s / "others").exists() for s in ("nopretrain", "barnes", "squad"))
+    assert any("task=squad data.source=local attn=sparse attn.lam=-2 seed=42" in line for line in runs)
     assert sum(f"{study}/sst5/" in line for line in runs) == 1  # base and others completed in the first call
     assert (
         log[-1]
