@@ -4,8 +4,9 @@
 run directory under the roots (a folder with ``.hydra/config.yaml``), groups runs by task x model x
 attention x parameters, aggregates the headline metric and attention sparsity of every evaluation split
 (MNLI matched and mismatched, dev and test) and the time per epoch over seeds (mean, std, n), and writes
-``report.md`` and a self-contained ``report.html`` with PNG plots. Runs without ``metrics.json`` (crashed
-or still running) or that failed are listed, never silently skipped.
+``report.md`` and a self-contained ``report.html`` (a task x attention grid, the table of every group) with
+PNG plots. Runs without ``metrics.json`` (crashed or still running) or that failed are listed, never
+silently skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
 HEADLINE = {"classification": "accuracy", "qa": "f1"}
+GRID_LEGEND = (
+    "Headline metric, mean ± std over seeds (number of seeds); `*`: beyond 2 std of softmax on the same row; "
+    "empty: not run. Columns are attentions with their lam/alpha; zero fractions and times are in the table "
+    "below."
+)
 
 
 @dataclass
@@ -234,6 +240,53 @@ def versus(g: Group, base: Group | None, split: str | None = None) -> str:
     return text + (" (n.s.)" if abs(diff) < threshold else " (> 2 std)")
 
 
+def several_budgets(groups: list[Group]) -> set[tuple]:
+    """The (task, model, pre-trained) combinations run at more than one training setup: their labels need
+    the setup to tell the rows apart."""
+    budgets: dict[tuple, set[str]] = defaultdict(set)
+    for g in groups:
+        budgets[g.key[:3]].add(g.setup)
+    return {k for k, v in budgets.items() if len(v) > 1}
+
+
+def grid_table(groups: list[Group]) -> str:
+    """The task x attention matrix: a row per task, model, training setup and evaluation split, a column per
+    attention (and lam/alpha), each cell the headline metric's mean ± std with the number of seeds; ``*``
+    marks a difference to the row's softmax beyond 2 std. An empty cell is a combination that was not run."""
+
+    def column(g: Group) -> tuple:  # softmax first, then SSAF by lam, then the rest by name
+        return (g.attn != "softmax", g.attn != "sparse", g.attn, -math.inf if g.param is None else g.param)
+
+    columns = sorted({column(g) for g in groups})
+    names = [f"{c[2]}" + ("" if c[3] == -math.inf else f" {c[3]:g}") for c in columns]
+    baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
+    several = several_budgets(groups)
+    rows: dict[tuple, dict[tuple, str]] = defaultdict(dict)
+    for g in groups:
+        for split in g.runs[0].splits:
+            mean, std, n = g.stat("metric", split)
+            if n == 0:
+                continue
+            cell = f"{fmt(mean, std, n, scale=unit_scale(g))} ({n})"
+            base = baselines.get(g.key[:4])
+            d = difference(g, base, split) if base is not None and base is not g else None
+            if d is not None and abs(d[0]) >= d[1]:  # False for a NaN threshold: one seed is no evidence
+                cell += " *"
+            rows[(*g.key[:4], g.runs[0].metric_name(split))][column(g)] = cell
+    lines = [
+        "| task | model | pre-trained | metric | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for (task, model, pretrained, setup, metric), cells in rows.items():
+        name = task + (f" ({setup})" if (task, model, pretrained) in several else "")
+        lines.append(
+            f"| {name} | {model} | {'yes' if pretrained else 'no'} | {metric} | "
+            + " | ".join(cells.get(c, "") for c in columns)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def markdown_table(groups: list[Group], runs: list[Run]) -> str:
     lines = [
         "| task | model | pre-trained | training | attention | lam/alpha | metric | mean ± std | n | vs softmax "
@@ -360,9 +413,7 @@ def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
     it is NaN when either side has one seed. A task run at several budgets gets the budget in its label.
     """
     baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
-    budgets: dict[tuple[str, bool], set[str]] = defaultdict(set)
-    for g in groups:
-        budgets[(g.task, g.pretrained)].add(g.setup)
+    several = several_budgets(groups)
     rows = []
     for g in groups:
         base = baselines.get(g.key[:4])
@@ -372,7 +423,7 @@ def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
         for split in first.splits:
             if (d := difference(g, base, split)) is not None:
                 name = f"{label(g)}, {split}" + (" F1" if first.headline == "f1" else "")
-                if len(budgets[(g.task, g.pretrained)]) > 1:
+                if g.key[:3] in several:
                     name += f" ({g.setup})"
                 diff, threshold, seeds = d
                 rows.append((name, diff * unit_scale(g), threshold * unit_scale(g), seeds))
@@ -449,7 +500,9 @@ def write_report(roots: list[Path], out: Path, title: str = "ssaf runs") -> dict
         )
         if p is not None
     ]
-    md = [f"# {title}", "", f"{len(runs)} runs under {', '.join(map(str, roots))}", "", table, ""]
+    grid = grid_table(groups)
+    md = [f"# {title}", "", f"{len(runs)} runs under {', '.join(map(str, roots))}", ""]
+    md += ["## Task x attention", "", GRID_LEGEND, "", grid, "", "## Every group", "", table, ""]
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (out / "report.md").write_text("\n".join(md) + "\n")
     imgs = "".join(
@@ -457,13 +510,13 @@ def write_report(roots: list[Path], out: Path, title: str = "ssaf runs") -> dict
         f"<figcaption>{p.stem.replace('_', ' ')}</figcaption></figure>"
         for p in plots
     )
-    body = "\n".join(html.escape(line) for line in table.splitlines())
+    body = "\n".join(html.escape(line) for line in [GRID_LEGEND, "", *grid.splitlines(), "", *table.splitlines()])
     (out / "report.html").write_text(
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}pre{{font-size:12px}}"
         f"img{{max-width:100%}}</style><h1>{html.escape(title)}</h1><pre>{body}</pre>{imgs}"
     )
-    return {"runs": runs, "groups": groups, "plots": plots, "table": table}
+    return {"runs": runs, "groups": groups, "plots": plots, "table": table, "grid": grid}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -94,9 +94,17 @@ def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_pat
     small = fake_run(runs, "small", "sparse", -1.0, 1, 0.5)
     cfg = (small / ".hydra" / "config.yaml").read_text().replace("max_train_samples: null", "max_train_samples: 100")
     (small / ".hydra" / "config.yaml").write_text(cfg)
-    table = write_report([runs], tmp_path / "report")["table"]
+    result = write_report([runs], tmp_path / "report")
+    table, grid = result["table"], result["grid"]
     assert "| 90.10 ± 0.10 | 3 | +5.00 (> 2 std) |" in table
     assert "| 100 train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |" in table
+    # the task x attention grid: the same comparison, one row per budget, an empty cell where nothing ran
+    assert grid.splitlines()[0] == "| task | model | pre-trained | metric | softmax | sparse -1 |"
+    setup = "all train ex, 3 ep, len 128, lr 2e-05"
+    assert f"| sst2 ({setup}) | minilm | yes | validation accuracy | 85.10 ± 0.10 (3) | 90.10 ± 0.10 (3) * |" in grid
+    small_row = "| sst2 (100 train ex, 3 ep, len 128, lr 2e-05) | minilm | yes | validation accuracy |  | 50.00 (1) |"
+    assert small_row in grid
+    assert grid in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_every_evaluation_split_gets_its_own_row(tmp_path):
@@ -110,7 +118,12 @@ def test_every_evaluation_split_gets_its_own_row(tmp_path):
                 more={"eval_test_accuracy": test, "eval_test_attn_zero_fraction": 0.25 * seed},
             )  # fmt: skip
     fake_run(runs, "no_test", "sparse", -2.0, 1, 0.9, task="semeval")  # a run that never reached its test eval
-    table = write_report([runs], tmp_path / "report")["table"]
+    result = write_report([runs], tmp_path / "report")
+    table, grid = result["table"], result["grid"]
+    # grid columns: softmax, then SSAF by lam; lam -2 has no test result (empty), one seed (no *)
+    row = "| semeval | minilm | yes |"
+    assert f"{row} test accuracy | 61.00 ± 1.41 (2) |  | 71.00 ± 1.41 (2) * |" in grid
+    assert f"{row} validation accuracy | 80.00 ± 0.00 (2) | 90.00 (1) | 81.00 ± 0.00 (2) * |" in grid
     sparse = "| semeval | minilm | yes | all train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 |"
     assert f"{sparse} validation accuracy | 81.00 ± 0.00 | 2 | +1.00 (> 2 std) | 0.500 ± 0.000 |" in table
     assert f"{sparse} test accuracy | 71.00 ± 1.41 | 2 | +10.00 (> 2 std) | 0.375 ± 0.177 |" in table
