@@ -79,10 +79,24 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
                 wandb_run.finish(exit_code=1)
         raise
     train_time = time.time() - started
+    if trainer.is_world_process_zero():
+        # Saved before the final evaluation, which on a large dev set can take as long as training (SQuAD's
+        # 10,570 questions: 20-50 min on 2 cores): a crash or kill there must not lose the trained model.
+        trainer.save_model(str(work_dir / "model"))
     eval_started = time.time()
     final = last_evaluation_if_best(trainer.state)
     if final is None:
-        final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
+        try:
+            final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
+        except Exception as e:
+            model_dir = work_dir / "model"
+            error = f"final evaluation failed ({e.__class__.__name__}: {e}); the trained model is in {model_dir}"
+            if trainer.is_world_process_zero():
+                unevaluated: dict[str, Any] = {"status": "failed", "error": error, "train_runtime_s": train_time}
+                write_json(work_dir / "metrics.json", unevaluated)
+                if wandb_run is not None:
+                    wandb_run.finish(exit_code=1)
+            raise RuntimeError(error) from e
     eval_time = time.time() - eval_started
 
     summary = {
@@ -116,7 +130,6 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         "run_dir": str(work_dir),
     }
     if trainer.is_world_process_zero():
-        trainer.save_model(str(work_dir / "model"))
         predictions = getattr(trainer, "last_predictions", {})
         for split, preds in predictions.items():
             write_json(work_dir / ("predictions.json" if len(predictions) == 1 else f"predictions_{split}.json"), preds)

@@ -151,6 +151,26 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
 
 
+def test_a_failed_final_evaluation_keeps_the_trained_model_and_says_where(tmp_path, monkeypatch):
+    import ssaf.pipeline
+
+    real = SsafTrainer.evaluate
+
+    def broken_after_training(self, *a, **kw):
+        if self.is_in_train:
+            return real(self, *a, **kw)
+        raise MemoryError("out of memory in the eval batch")
+
+    monkeypatch.setattr(SsafTrainer, "evaluate", broken_after_training)
+    # the best checkpoint is not the last one, so the pipeline evaluates it again after training
+    monkeypatch.setattr(ssaf.pipeline, "last_evaluation_if_best", lambda state: None)
+    with pytest.raises(RuntimeError, match=r"evaluation failed \(MemoryError: out of memory.*the trained model is in"):
+        run(cfg(*MICRO), tmp_path)
+    m = read(tmp_path)
+    assert m["status"] == "failed" and "MemoryError" in m["error"] and m["train_runtime_s"] > 0
+    assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "model" / "model.safetensors").exists()
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 
