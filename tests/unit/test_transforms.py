@@ -415,3 +415,15 @@ def test_compiled_keyword_gives_the_eager_result_in_bf16_with_empty_rows(fn):
     eager, compiled = fn(z, mask=mask), fn(z, mask=mask, compiled=True)
     assert compiled.dtype == torch.bfloat16 and torch.isfinite(compiled).all() and (compiled[0] == 0).all()
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)  # same support, same fp32 tau, same rounding
+
+
+def test_the_eager_path_warns_when_most_of_a_long_row_is_a_candidate():
+    import warnings
+
+    z = torch.randn(2, 2, 8, 384)  # flat scores: within 9 of the max nearly everywhere
+    with pytest.warns(UserWarning, match=r"of the scores are candidates on rows of 384 keys.*attn.compiled=true"):
+        T.sparsegen_lin(z, -8.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T.sparsegen_lin(10 * z, 0.0)  # peaked rows: few candidates
+        T.sparsegen_lin(z[..., :64], -8.0)  # short rows: the lists stay cheap
