@@ -357,15 +357,24 @@ def _model_class(base: type[PreTrainedModel], config_cls: type[PretrainedConfig]
         base.__init__(self, config, *args, **kwargs)
         attach_learned_parameters(self, AttentionSpec.from_config(config))
 
-    def _init_weights(self: PreTrainedModel, module: nn.Module) -> None:
-        # transformers re-initialises parameters missing from a checkpoint through _init_weights
-        # (after building on the meta device); ours must get their configured start values.
-        if isinstance(module, (T.LearnedAlpha, T.LearnedLambda)):
-            module.reset_parameters()
-        else:
-            base._init_weights(self, module)
+    def initialize_weights(self: PreTrainedModel) -> None:
+        # transformers builds on the meta device, loads the checkpoint, and initialises what it lacked through
+        # _init_weights, handing each module to the nearest PreTrainedModel above it: for ours that is the stock
+        # encoder inside (self.bert), whose _init_weights does not know them and leaves them as allocated
+        # (0 or garbage, NaN once). So ours are set here first, unless the checkpoint had them.
+        for m in self.modules():
+            if isinstance(m, (T.LearnedAlpha, T.LearnedLambda)):
+                if not all(getattr(p, "_is_hf_initialized", False) for p in m.parameters()):
+                    m.reset_parameters()
+                m._is_hf_initialized = True  # type: ignore[assignment]  # transformers skips modules marked so
+        base.initialize_weights(self)
 
-    attrs = {"config_class": config_cls, "__init__": __init__, "_init_weights": _init_weights, "__module__": __name__}
+    attrs = {
+        "config_class": config_cls,
+        "__init__": __init__,
+        "initialize_weights": initialize_weights,
+        "__module__": __name__,
+    }
     return type(f"Ssaf{base.__name__}", (base,), attrs)
 
 

@@ -127,6 +127,22 @@ def test_learned_parameters_live_in_each_layer_and_get_gradients(family, name):
     )
 
 
+@pytest.mark.parametrize("name", ["learned_alpha", "learned_lam"])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("head", [AutoModelForSequenceClassification, AutoModelForQuestionAnswering])
+def test_learned_parameters_start_at_their_init_when_added_to_a_pretrained_checkpoint(tmp_path, family, name, head):
+    # The fine-tuning path: a stock checkpoint has no ssaf_* weights, so transformers materialises them empty and
+    # initialises them through the *encoder's* _init_weights (a stock model inside ours), which does not know them.
+    stock = head.from_config(FAMILIES[family])
+    stock.save_pretrained(tmp_path)
+    for _ in range(3):  # uninitialised memory is sometimes 0, sometimes garbage: try a few allocations
+        model = head.from_pretrained(tmp_path, config=ssaf_config(FAMILIES[family], SPECS[name]))
+        values = learned_values(model)
+        key = "alpha" if name == "learned_alpha" else "lam"
+        want = SPECS[name].alpha if key == "alpha" else SPECS[name].lam
+        torch.testing.assert_close(torch.tensor(values[key]), torch.full((2, 4), want))
+
+
 @pytest.mark.parametrize("name", SPECS)
 @pytest.mark.parametrize("head", [AutoModelForSequenceClassification, AutoModelForQuestionAnswering])
 def test_save_and_load_restore_the_transform_and_its_parameters(tmp_path, name, head):
