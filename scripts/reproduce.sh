@@ -112,7 +112,7 @@ part() {
       multirun "$dir" experiment=cpu_sst2 task=semeval,sentube_auto,sentube_tablets trainer.max_seq_length=128 \
         "attn=$attn" "${l[@]}" "seed=$seeds" ;;
     squad)
-      # 384-token rows at lam = -8 are mostly candidates, where the eager CPU path is ~7x slower than the
+      # 384-token rows at lam = -8 are mostly candidates, where the eager CPU path is 8x slower than the
       # compiled one (same result); softmax has no compiled kernel
       [ "$which" = sparse ] && l+=(attn.compiled=true)
       multirun "$dir" task=squad data.source=local "attn=$attn" "${l[@]}" "seed=$SQUAD_SEED" \

@@ -115,23 +115,23 @@ class _SparsemaxFunction(torch.autograd.Function):
 
 
 DENSE_CANDIDATES = 0.25  # above this share of candidates, on long rows, the candidate lists cost more than they save
-LONG_ROW = 256
+LONG_ROW = 192  # at 128 keys and lam = -8 a whole MNLI run took at most 26% longer than softmax (docs/RESULTS.md)
 
 
 def warn_if_dense(n_candidates: int, z: Tensor) -> None:
     """Say so when the candidate path is the slow choice: long rows most of which may be in the support.
 
     That happens with lam far below 0 (SSAF lam = -8 divides the scores by 9, so a key is a candidate
-    unless its score is 9 below the row's max): on SQuAD-length rows (384 keys) of the packaged MiniLM,
-    87% of the real keys were candidates and this path took 2.0-3.0 s per layer for 16 windows against
-    0.3-0.4 s for ``compiled=True`` (measured on 2 cores, one run). Python shows the warning once per call site.
+    unless its score is 9 below the row's max): on SQuAD dev windows (243 tokens) of the packaged MiniLM,
+    77-89% of the real keys were candidates and this path took 8x as long as ``compiled=True`` and 12-24x
+    as long as softmax (``scripts/bench_scores.py``, README). Python shows the warning once per call site.
     """
     n = z.shape[-1]
     if n >= LONG_ROW and n_candidates > DENSE_CANDIDATES * z.numel():
         warnings.warn(
             f"sparsemax/sparsegen-lin: {n_candidates / z.numel():.0%} of the scores are candidates on rows of {n} "
-            "keys (lam far below 0?); the eager CPU path is slow here, ~7x slower than the compiled one on "
-            "SQuAD-length rows: set attn.compiled=true (needs a C++ compiler)",
+            "keys (lam far below 0?); the eager CPU path is slow here (8x slower than the compiled one on SQuAD "
+            "windows): set attn.compiled=true (needs a C++ compiler)",
             stacklevel=2,
         )
 
