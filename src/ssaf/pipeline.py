@@ -80,8 +80,9 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         raise
     train_time = time.time() - started
     if trainer.is_world_process_zero():
-        # Saved before the final evaluation, which on a large dev set can take as long as training (SQuAD's
-        # 10,570 questions: 20-50 min on 2 cores): a crash or kill there must not lose the trained model.
+        # Saved before the evaluation below, which on a large dev set can take as long as training (SQuAD's
+        # 10,570 questions: 20-50 min on 2 cores), so a crash there keeps the model. (An evaluation inside
+        # train() comes before transformers saves that step's checkpoint; that one this cannot cover.)
         trainer.save_model(str(work_dir / "model"))
     eval_started = time.time()
     final = last_evaluation_if_best(trainer.state)
