@@ -213,6 +213,17 @@ def fmt(mean: float, std: float, n: int, scale: float = 1.0, digits: int = 2) ->
     return s + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
 
+def softmax_baselines(groups: list[Group]) -> dict[tuple, Group]:
+    """The softmax group of each task, model, pre-training and budget: what every other row is compared with."""
+    return {g.key[:4]: g for g in groups if g.attn == "softmax"}
+
+
+def beyond_two_std(d: tuple[float, float, int]) -> bool:
+    """Whether a :func:`difference` passes the 2-std test (never with one seed: its threshold is NaN)."""
+    diff, threshold, _ = d
+    return abs(diff) >= threshold
+
+
 def difference(g: Group, base: Group, split: str | None = None) -> tuple[float, float, int] | None:
     """(``g``'s mean minus ``base``'s, the significance threshold 2 x the larger std, the fewer seeds of the two)
     on ``split``, in the metric's own units; None when either side has no result. The threshold is NaN when
@@ -233,11 +244,11 @@ def versus(g: Group, base: Group | None, split: str | None = None) -> str:
     """``g``'s mean minus the softmax baseline's, marked n.s. when smaller than 2 std of either group."""
     if base is None or base is g or (d := difference(g, base, split)) is None:
         return "-"
-    diff, threshold, seeds = d
+    diff, _, seeds = d
     text = f"{diff * unit_scale(g):+.2f}"
     if seeds < 2:
         return f"{text} (untested: < 2 seeds)"
-    return text + (" (n.s.)" if abs(diff) < threshold else " (> 2 std)")
+    return text + (" (> 2 std)" if beyond_two_std(d) else " (n.s.)")
 
 
 def several_budgets(groups: list[Group]) -> set[tuple]:
@@ -259,7 +270,7 @@ def grid_table(groups: list[Group]) -> str:
 
     columns = sorted({column(g) for g in groups})
     names = [f"{c[2]}" + ("" if c[3] == -math.inf else f" {c[3]:g}") for c in columns]
-    baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
+    baselines = softmax_baselines(groups)
     several = several_budgets(groups)
     rows: dict[tuple, dict[tuple, str]] = defaultdict(dict)
     for g in groups:
@@ -269,8 +280,7 @@ def grid_table(groups: list[Group]) -> str:
                 continue
             cell = f"{fmt(mean, std, n, scale=unit_scale(g))} ({n})"
             base = baselines.get(g.key[:4])
-            d = difference(g, base, split) if base is not None and base is not g else None
-            if d is not None and abs(d[0]) >= d[1]:  # False for a NaN threshold: one seed is no evidence
+            if base is not None and base is not g and (d := difference(g, base, split)) and beyond_two_std(d):
                 cell += " *"
             rows[(*g.key[:4], g.runs[0].metric_name(split))][column(g)] = cell
     lines = [
@@ -293,7 +303,7 @@ def markdown_table(groups: list[Group], runs: list[Run]) -> str:
         "| zero fraction | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
+    baselines = softmax_baselines(groups)
     for g in groups:
         task, model, pretrained, setup, attn, param = g.key
         first = g.runs[0]
@@ -412,7 +422,7 @@ def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
     The half-width is the significance threshold of ``versus``: a bar whose whisker crosses 0 is n.s.;
     it is NaN when either side has one seed. A task run at several budgets gets the budget in its label.
     """
-    baselines = {g.key[:4]: g for g in groups if g.attn == "softmax"}
+    baselines = softmax_baselines(groups)
     several = several_budgets(groups)
     rows = []
     for g in groups:
