@@ -290,6 +290,18 @@ def attach_learned_parameters(model: nn.Module, spec: AttentionSpec) -> None:
             m.ssaf_lam = T.LearnedLambda(heads, init=spec.lam)
 
 
+def learned_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The learned alpha / lam parameters by their names in ``model`` (empty when the spec learns nothing)."""
+    owned = {
+        id(p)
+        for m in attention_modules(model)
+        for name in ("ssaf_alpha", "ssaf_lam")
+        if getattr(m, name, None) is not None
+        for p in getattr(m, name).parameters()
+    }
+    return {n: p for n, p in model.named_parameters() if id(p) in owned}
+
+
 def learned_values(model: nn.Module) -> dict[str, list[list[float]]]:
     """Current learned alpha / lam per layer and head (empty when the spec learns nothing)."""
     out: dict[str, list[list[float]]] = {}

@@ -7,6 +7,7 @@ task's splits, data source, precision, caps; each error names the value and the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from ssaf.data import SOURCES, HubSource, TaskSpec
 from ssaf.models import ModelSpec
 from ssaf.tracking import LoggerSettings
 from ssaf.training import TrainerSettings
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -85,6 +88,13 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
         raise ConfigError(
             f"trainer.max_seq_length={trainer.max_seq_length} exceeds the {model.max_positions} positions of "
             f"model {model.name}; use a value <= {model.max_positions}"
+        )
+    if trainer.attn_learning_rate is not None and not attn.learned:
+        # A warning, not an error: a multirun over attn=softmax,learned_alpha shares the override.
+        log.warning(
+            "trainer.attn_learning_rate=%g has no effect: attn=%s learns no alpha or lam",
+            trainer.attn_learning_rate,
+            attn_name,
         )
     if c.get("seed") is None:
         raise ConfigError("seed must be an integer (runs are never unseeded)")

@@ -43,6 +43,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         processing_class=tokenizer,
         record_stats=s.trainer.stats_every_eval,
         stats_sample_every=s.trainer.stats_sample_every,
+        attn_learning_rate=s.trainer.attn_learning_rate,
         **data.trainer_kwargs,
     )
     info = run_info(data.source, data.origin, data.sizes, data.dropped)

@@ -113,6 +113,15 @@ def training_setup(t: Any) -> str:
     return ", ".join(parts)
 
 
+def attention_name(cfg: Any) -> str:
+    """The attention's name, plus its own learning rate when it learns alpha / lam at one: a learned
+    attention at another rate is another attention, compared with the same softmax runs."""
+    attn_lr = cfg.trainer.get("attn_learning_rate")
+    if attn_lr is None or not str(cfg.attn.transform).startswith("learned"):
+        return str(cfg.attn.name)
+    return f"{cfg.attn.name} (lr {float(attn_lr):g})"
+
+
 def load_run(path: Path) -> Run:
     cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
     kind = cfg.task.get("kind", "classification")
@@ -120,7 +129,7 @@ def load_run(path: Path) -> Run:
     run = Run(
         path=path,
         task=cfg.task.name,
-        attn=cfg.attn.name,
+        attn=attention_name(cfg),
         transform=cfg.attn.transform,
         lam=float(cfg.attn.lam),
         alpha=float(cfg.attn.alpha),

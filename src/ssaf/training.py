@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ssaf.attention import AttentionStats, learned_values, record_attention_stats
+from ssaf.attention import AttentionStats, learned_parameters, learned_values, record_attention_stats
 from ssaf.metrics import load_metric
 from ssaf.qa import postprocess_predictions
 
@@ -24,6 +24,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 @dataclass(frozen=True)
 class TrainerSettings:
     learning_rate: float = 2e-5
+    attn_learning_rate: float | None = None  # learned alpha / lam; None: learning_rate
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 16
@@ -56,6 +57,11 @@ class TrainerSettings:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ValueError(f"trainer.learning_rate must be > 0, got {self.learning_rate}")
+        if self.attn_learning_rate is not None and not self.attn_learning_rate > 0:
+            raise ValueError(
+                "trainer.attn_learning_rate must be > 0 or null (= trainer.learning_rate), "
+                f"got {self.attn_learning_rate}"
+            )
         if self.max_steps <= 0 and not self.epochs > 0:
             raise ValueError("set trainer.epochs > 0 or trainer.max_steps > 0")
         if self.eval_every < 0 or self.report_every < 1:
@@ -120,6 +126,22 @@ class ClassificationMetrics:
         return self.metric.compute(predictions=preds.tolist(), references=np.asarray(labels).tolist())
 
 
+def own_learning_rate(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], lr: float) -> None:
+    """Move ``params`` out of the optimiser's groups into a group of their own with learning rate ``lr``
+    and no weight decay. Call before the scheduler is built: it scales every group's initial rate by the
+    same factor, so these parameters follow the warm-up and decay of the rest at their own scale.
+
+    Why: a learned alpha / lam is one scalar per head behind a sigmoid / exp; at a fine-tuning rate
+    (2e-5 to 1e-4, a few hundred steps) Adam moves it by about 1e-3 and it ends where it started.
+    """
+    if not params:
+        return
+    ids = {id(p) for p in params}
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in ids]
+    optimizer.add_param_group({"params": params, "lr": lr, "weight_decay": 0.0})
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised inside the training step, before the optimiser step, so the last checkpoint stays good."""
 
@@ -127,10 +149,31 @@ class NonFiniteLossError(RuntimeError):
 class SsafTrainer(Trainer):
     """Trainer that records attention statistics during evaluation and refuses to step on a NaN/inf loss."""
 
-    def __init__(self, *args: Any, record_stats: bool = True, stats_sample_every: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        record_stats: bool = True,
+        stats_sample_every: int = 1,
+        attn_learning_rate: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.record_stats, self.stats_sample_every = record_stats, stats_sample_every
+        self.attn_learning_rate = attn_learning_rate
         self.attention_stats: dict[str, AttentionStats] = {}  # eval prefix -> stats of the last evaluation
+
+    def get_decay_parameter_names(self, model: Any) -> list[str]:
+        # Decay pulls a parameter towards 0, which for learned alpha / lam is no prior at all, just an
+        # arbitrary point of their parametrisation (alpha = 1.505, lam = 0); they are left undecayed.
+        learned = set(learned_parameters(model))
+        return [n for n in super().get_decay_parameter_names(model) if n not in learned]
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model)
+        if self.attn_learning_rate is not None:
+            target: Any = self.model if model is None else model
+            own_learning_rate(optimizer, list(learned_parameters(target).values()), self.attn_learning_rate)
+        return optimizer
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)

@@ -107,6 +107,22 @@ def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_pat
     assert grid in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_a_learned_attention_at_its_own_learning_rate_is_its_own_column_against_the_same_softmax(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        fake_run(runs, f"soft{seed}", "softmax", 0.0, seed, 0.85)
+        fake_run(runs, f"same{seed}", "learned_alpha", 0.0, seed, 0.80)
+        own = fake_run(runs, f"own{seed}", "learned_alpha", 0.0, seed, 0.88 + seed / 100)
+        cfg = (own / ".hydra" / "config.yaml").read_text()
+        (own / ".hydra" / "config.yaml").write_text(cfg.replace("attn_learning_rate: null", "attn_learning_rate: 0.01"))
+    grid = write_report([runs], tmp_path / "report")["grid"]
+    assert (
+        grid.splitlines()[0]
+        == "| task | model | pre-trained | metric | softmax | learned_alpha 1.5 | learned_alpha (lr 0.01) 1.5 |"
+    )
+    assert "| 85.00 ± 0.00 (2) | 80.00 ± 0.00 (2) * | 89.50 ± 0.71 (2) * |" in grid
+
+
 def test_every_evaluation_split_gets_its_own_row(tmp_path):
     # SemEval is evaluated on dev and test: both are reported, each compared with softmax on the same split,
     # while sweeps select on (and plots show) the first split only.

