@@ -17,6 +17,7 @@ from ssaf.models import build_model
 from ssaf.prepare import PREPARE
 from ssaf.tracking import WandbCallback, run_info, start_wandb, write_json
 from ssaf.training import (
+    EvaluationFailedError,
     NonFiniteLossError,
     last_complete_checkpoint,
     training_arguments,
@@ -72,7 +73,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, EvaluationFailedError) as e:
         failed = {"status": "failed", "error": str(e), "history": trainer.state.log_history}
         if trainer.is_world_process_zero():
             write_json(work_dir / "metrics.json", failed)
@@ -82,8 +83,8 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     train_time = time.time() - started
     if trainer.is_world_process_zero():
         # Saved before the evaluation below, which on a large dev set can take as long as training (SQuAD's
-        # 10,570 questions: 20-50 min on 2 cores), so a crash there keeps the model. (An evaluation inside
-        # train() comes before transformers saves that step's checkpoint; that one this cannot cover.)
+        # 10,570 questions: 20-50 min on 2 cores), so a crash there keeps the model. (A failed evaluation
+        # inside train() saves its step's checkpoint itself: SsafTrainer._evaluate.)
         trainer.save_model(str(work_dir / "model"))
     eval_started = time.time()
     final = last_evaluation_if_best(trainer.state)

@@ -146,8 +146,13 @@ class NonFiniteLossError(RuntimeError):
     """Raised inside the training step, before the optimiser step, so the last checkpoint stays good."""
 
 
+class EvaluationFailedError(RuntimeError):
+    """An evaluation during training failed; the model of that step was saved first (see ``SsafTrainer``)."""
+
+
 class SsafTrainer(Trainer):
-    """Trainer that records attention statistics during evaluation and refuses to step on a NaN/inf loss."""
+    """Trainer that records attention statistics during evaluation, refuses to step on a NaN/inf loss and
+    saves the step's checkpoint when an evaluation during training fails."""
 
     def __init__(
         self,
@@ -184,6 +189,20 @@ class SsafTrainer(Trainer):
                 f"is kept in {self.args.output_dir}."
             )
         return loss
+
+    def _evaluate(self, trial: Any, ignore_keys_for_eval: Any, *args: Any, **kwargs: Any) -> Any:
+        # transformers evaluates before it saves the step's checkpoint, so an evaluation that fails (out of
+        # memory, a bad metric input, a kill) would lose all training since the last one: on SQuAD that is
+        # the whole epoch. Save it first, then stop with a message saying where it is.
+        try:
+            return super()._evaluate(trial, ignore_keys_for_eval, *args, **kwargs)
+        except Exception as e:
+            self._save_checkpoint(self.model_wrapped, trial)
+            folder = Path(str(self.args.output_dir)) / f"checkpoint-{self.state.global_step}"
+            raise EvaluationFailedError(
+                f"evaluation at step {self.state.global_step} failed ({e.__class__.__name__}: {e}); the model of "
+                f"that step is saved in {folder}: fix the cause and continue with resume=<run dir>"
+            ) from e
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
         target = eval_dataset if eval_dataset is not None else self.eval_dataset
