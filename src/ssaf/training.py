@@ -192,17 +192,23 @@ class SsafTrainer(Trainer):
 
     def _evaluate(self, trial: Any, ignore_keys_for_eval: Any, *args: Any, **kwargs: Any) -> Any:
         # transformers evaluates before it saves the step's checkpoint, so an evaluation that fails (out of
-        # memory, a bad metric input, a kill) would lose all training since the last one: on SQuAD that is
-        # the whole epoch. Save it first, then stop with a message saying where it is.
+        # memory, a bad metric input) or is stopped with Ctrl-C because it runs too long would lose all
+        # training since the last checkpoint: on SQuAD the whole epoch. Save it first, then stop.
         try:
             return super()._evaluate(trial, ignore_keys_for_eval, *args, **kwargs)
+        except KeyboardInterrupt:  # re-raised as it is: a multirun must stop, not go on to its next job
+            logging.getLogger(__name__).warning("evaluation interrupted; %s", self._save_step(trial))
+            raise
         except Exception as e:
-            self._save_checkpoint(self.model_wrapped, trial)
-            folder = Path(str(self.args.output_dir)) / f"checkpoint-{self.state.global_step}"
             raise EvaluationFailedError(
-                f"evaluation at step {self.state.global_step} failed ({e.__class__.__name__}: {e}); the model of "
-                f"that step is saved in {folder}: fix the cause and continue with resume=<run dir>"
+                f"evaluation at step {self.state.global_step} failed ({e.__class__.__name__}: {e}); "
+                f"{self._save_step(trial)}: fix the cause and continue with resume=<run dir>"
             ) from e
+
+    def _save_step(self, trial: Any) -> str:
+        self._save_checkpoint(self.model_wrapped, trial)
+        folder = Path(str(self.args.output_dir)) / f"checkpoint-{self.state.global_step}"
+        return f"the model of step {self.state.global_step} is saved in {folder}"
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
         target = eval_dataset if eval_dataset is not None else self.eval_dataset

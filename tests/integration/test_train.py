@@ -159,24 +159,31 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
 
 
-def test_a_failed_evaluation_during_training_saves_that_steps_model_first(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [MemoryError("out of memory in the eval batch"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_evaluation_during_training_saves_that_steps_model_first(
+    failure, tmp_path, monkeypatch
+):
     real = SsafTrainer.evaluate_split
 
     def broken_at_step_4(self, *a, **kw):
         if self.state.global_step == 4:
-            raise MemoryError("out of memory in the eval batch")
+            raise failure
         return real(self, *a, **kw)
 
     monkeypatch.setattr(SsafTrainer, "evaluate_split", broken_at_step_4)
-    with pytest.raises(EvaluationFailedError, match=r"evaluation at step 4 failed \(MemoryError.*checkpoint-4"):
-        run(cfg(*MICRO, "trainer.max_steps=6"), tmp_path)
-    m = read(tmp_path)
-    assert m["status"] == "failed" and "checkpoint-4" in m["error"]
+    if isinstance(failure, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):  # as it is, so a multirun stops
+            run(cfg(*MICRO, "trainer.max_steps=6"), tmp_path)
+    else:
+        with pytest.raises(EvaluationFailedError, match=r"step 4 failed \(MemoryError.*model of step 4 is saved in"):
+            run(cfg(*MICRO, "trainer.max_steps=6"), tmp_path)
+        m = read(tmp_path)
+        assert m["status"] == "failed" and "checkpoint-4" in m["error"]
     state = json.loads((tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     monkeypatch.undo()  # the cause fixed, the run continues from that checkpoint
     summary = run(cfg(*MICRO, "trainer.max_steps=6", f"resume={tmp_path}"), tmp_path / "again")
-    assert summary["status"] == "completed" and summary["train"]["steps"] == 6
+    assert summary["status"] == "completed" and summary["train"]["steps"] == 6 and summary["run_dir"] == str(tmp_path)
 
 
 def test_a_failed_final_evaluation_keeps_the_trained_model_and_says_where(tmp_path, monkeypatch):
