@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ssaf.attention import AttentionStats, learned_parameters, learned_values, record_attention_stats
 from ssaf.metrics import load_metric
@@ -146,6 +148,9 @@ class NonFiniteLossError(RuntimeError):
     """Raised inside the training step, before the optimiser step, so the last checkpoint stays good."""
 
 
+UNEVALUATED = "ssaf_unevaluated"  # marks a checkpoint saved by an evaluation that did not finish
+
+
 class EvaluationFailedError(RuntimeError):
     """An evaluation during training failed; the model of that step was saved first (see ``SsafTrainer``)."""
 
@@ -167,18 +172,23 @@ class SsafTrainer(Trainer):
         self.attn_learning_rate = attn_learning_rate
         self.attention_stats: dict[str, AttentionStats] = {}  # eval prefix -> stats of the last evaluation
 
-    def get_decay_parameter_names(self, model: Any) -> list[str]:
-        # Decay pulls a parameter towards 0, which for learned alpha / lam is no prior at all, just an
-        # arbitrary point of their parametrisation (alpha = 1.505, lam = 0); they are left undecayed.
-        learned = set(learned_parameters(model))
-        return [n for n in super().get_decay_parameter_names(model) if n not in learned]
-
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        fresh = self.optimizer is None  # transformers returns an existing optimiser as it is
         optimizer = super().create_optimizer(model)
-        if self.attn_learning_rate is not None:
+        if fresh and self.attn_learning_rate is not None:
             target: Any = self.model if model is None else model
             own_learning_rate(optimizer, list(learned_parameters(target).values()), self.attn_learning_rate)
         return optimizer
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except ValueError as e:  # torch's message says the groups differ, not why
+            raise ValueError(
+                f"the optimiser state in {checkpoint} does not fit this run's parameter groups ({e}); "
+                "resume with the trainer.attn_learning_rate the run was started with (null or a rate: "
+                "see its .hydra/config.yaml)"
+            ) from e
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -192,23 +202,77 @@ class SsafTrainer(Trainer):
 
     def _evaluate(self, trial: Any, ignore_keys_for_eval: Any, *args: Any, **kwargs: Any) -> Any:
         # transformers evaluates before it saves the step's checkpoint, so an evaluation that fails (out of
-        # memory, a bad metric input) or is stopped with Ctrl-C because it runs too long would lose all
+        # memory, an error in a metric) or is stopped with Ctrl-C because it runs too long would lose all
         # training since the last checkpoint: on SQuAD the whole epoch. Save it first, then stop.
         try:
             return super()._evaluate(trial, ignore_keys_for_eval, *args, **kwargs)
         except KeyboardInterrupt:  # re-raised as it is: a multirun must stop, not go on to its next job
-            logging.getLogger(__name__).warning("evaluation interrupted; %s", self._save_step(trial))
+            logging.getLogger(__name__).warning("evaluation interrupted; %s", self._save_unevaluated(trial))
             raise
         except Exception as e:
             raise EvaluationFailedError(
                 f"evaluation at step {self.state.global_step} failed ({e.__class__.__name__}: {e}); "
-                f"{self._save_step(trial)}: fix the cause and continue with resume=<run dir>"
+                f"{self._save_unevaluated(trial)}"
             ) from e
 
-    def _save_step(self, trial: Any) -> str:
-        self._save_checkpoint(self.model_wrapped, trial)
-        folder = Path(str(self.args.output_dir)) / f"checkpoint-{self.state.global_step}"
-        return f"the model of step {self.state.global_step} is saved in {folder}"
+    def _save_unevaluated(self, trial: Any) -> str:
+        """Save the step's checkpoint, marked as not evaluated; says where (or why not) for the error."""
+        step = self.state.global_step
+        if self.args.world_size > 1:  # the other ranks may be elsewhere; a save would wait on them forever
+            return f"the model of step {step} is not saved (distributed run)"
+        folder = Path(str(self.args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        try:
+            self._save_checkpoint(self.model_wrapped, trial)
+            (folder / UNEVALUATED).write_text(f"the evaluation at step {step} did not finish\n")
+        except Exception as e:  # the evaluation's error is the one to report; this one is added to it
+            return f"saving the model of step {step} failed too ({e.__class__.__name__}: {e})"
+        return (
+            f"the model of step {step} is saved in {folder}: fix the cause and continue with resume=<run dir>, "
+            "which evaluates that step first"
+        )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(resume_from_checkpoint, str):
+            folder = Path(resume_from_checkpoint)
+            if (folder / UNEVALUATED).exists():
+                self.evaluate_checkpoint(folder)
+            state = TrainerState.load_from_json(str(folder / TRAINER_STATE_NAME))
+            if 0 < state.max_steps <= state.global_step:
+                return self.already_trained(state, folder)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def already_trained(self, state: TrainerState, folder: Path) -> TrainOutput:
+        """Resuming from the last step's checkpoint: nothing is left to train (transformers would take one
+        more step, at learning rate 0, before noticing). Load the model training would have ended with."""
+        self.state = state
+        best = state.best_model_checkpoint if self.args.load_best_model_at_end else None
+        self._load_from_checkpoint(best or str(folder))
+        losses = [h["loss"] for h in state.log_history if "loss" in h]  # the logged ones: an approximation
+        return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else math.nan, {})
+
+    def evaluate_checkpoint(self, folder: Path) -> dict[str, float]:
+        """Run the evaluation a checkpoint missed and record it in its state, as if it had not failed.
+
+        transformers never evaluates the step it resumes from, so without this the step would take no
+        part in choosing the best model, and a run whose last evaluation failed would end on an older one.
+        """
+        state = TrainerState.load_from_json(str(folder / TRAINER_STATE_NAME))
+        self._load_from_checkpoint(str(folder))
+        self.state.global_step, self.state.epoch = state.global_step, state.epoch  # for the logs
+        metrics = self.evaluate()
+        state.log_history.append({**metrics, "epoch": state.epoch, "step": state.global_step})
+        key = self.args.metric_for_best_model
+        if key is not None:
+            key = key if key.startswith("eval_") else f"eval_{key}"
+            better = np.greater if self.args.greater_is_better else np.less
+            if state.best_metric is None or better(metrics[key], state.best_metric):
+                state.best_metric, state.best_global_step = metrics[key], state.global_step
+                state.best_model_checkpoint = str(folder)
+        if self.is_world_process_zero():
+            state.save_to_json(str(folder / TRAINER_STATE_NAME))
+            (folder / UNEVALUATED).unlink()
+        self.accelerator.wait_for_everyone()
+        return metrics
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
         target = eval_dataset if eval_dataset is not None else self.eval_dataset

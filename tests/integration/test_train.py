@@ -160,30 +160,34 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
 
 @pytest.mark.parametrize("failure", [MemoryError("out of memory in the eval batch"), KeyboardInterrupt()])
-def test_a_failed_or_interrupted_evaluation_during_training_saves_that_steps_model_first(
+def test_a_failed_or_interrupted_last_evaluation_saves_the_model_and_resume_evaluates_it(
     failure, tmp_path, monkeypatch
 ):
     real = SsafTrainer.evaluate_split
 
-    def broken_at_step_4(self, *a, **kw):
-        if self.state.global_step == 4:
+    def broken_at_step_6(self, *a, **kw):  # the last of the evaluations at steps 2, 4, 6
+        if self.state.global_step == 6 and self.is_in_train:
             raise failure
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(SsafTrainer, "evaluate_split", broken_at_step_4)
+    monkeypatch.setattr(SsafTrainer, "evaluate_split", broken_at_step_6)
     if isinstance(failure, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):  # as it is, so a multirun stops
             run(cfg(*MICRO, "trainer.max_steps=6"), tmp_path)
     else:
-        with pytest.raises(EvaluationFailedError, match=r"step 4 failed \(MemoryError.*model of step 4 is saved in"):
+        with pytest.raises(EvaluationFailedError, match=r"step 6 failed \(MemoryError.*model of step 6 is saved in"):
             run(cfg(*MICRO, "trainer.max_steps=6"), tmp_path)
         m = read(tmp_path)
-        assert m["status"] == "failed" and "checkpoint-4" in m["error"]
-    state = json.loads((tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4
-    monkeypatch.undo()  # the cause fixed, the run continues from that checkpoint
+        assert m["status"] == "failed" and "checkpoint-6" in m["error"]
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-6"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 6
+    monkeypatch.undo()  # the cause fixed, the run continues from that checkpoint, evaluating it first
     summary = run(cfg(*MICRO, "trainer.max_steps=6", f"resume={tmp_path}"), tmp_path / "again")
     assert summary["status"] == "completed" and summary["train"]["steps"] == 6 and summary["run_dir"] == str(tmp_path)
+    key = summary["best"]["metric"]
+    evaluated = {h["step"]: h[key] for h in summary["history"] if key in h}
+    assert sorted(evaluated) == [2, 4, 6] and summary["best"]["value"] == max(evaluated.values())
+    assert not (checkpoint / "ssaf_unevaluated").exists()
 
 
 def test_a_failed_final_evaluation_keeps_the_trained_model_and_says_where(tmp_path, monkeypatch):
@@ -231,11 +235,6 @@ def test_the_attention_learning_rate_gets_its_own_undecayed_group_and_the_same_s
     assert sorted(learned) == [f"bert.encoder.layer.{i}.attention.self.ssaf_alpha.raw" for i in range(2)]
     args = training_arguments(TrainerSettings(learning_rate=1e-4, warmup_ratio=0.5), tmp_path, 0, "accuracy")
     data = datasets.Dataset.from_dict({"input_ids": [[101, 102]], "labels": [0]})
-    shared = SsafTrainer(model=model, args=args, eval_dataset=data).create_optimizer()
-    decay = {
-        g["weight_decay"] for g in shared.param_groups if any(p is q for q in learned.values() for p in g["params"])
-    }
-    assert decay == {0.0}  # without an own rate too: decay towards raw = 0 is no prior for alpha / lam
     trainer = SsafTrainer(model=model, args=args, eval_dataset=data, attn_learning_rate=0.1)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     groups = trainer.optimizer.param_groups
@@ -251,6 +250,17 @@ def test_the_attention_learning_rate_gets_its_own_undecayed_group_and_the_same_s
     assert own[0]["lr"] == pytest.approx(0.1) and [g["lr"] for g in rest] == pytest.approx(
         [1e-4] * len(rest)
     )  # ... same curve
+    assert trainer.create_optimizer().param_groups == groups  # asked again, the same groups
+
+
+def test_resuming_with_another_attention_learning_rate_says_which_setting_to_use(tmp_path):
+    import shutil
+
+    run(cfg("attn=learned_alpha", *MICRO, "trainer.max_steps=4"), tmp_path)
+    shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")  # resume from step 2, with its optimiser state
+    with pytest.raises(ValueError, match=r"does not fit this run's parameter groups.*trainer.attn_learning_rate"):
+        run(cfg("attn=learned_alpha", *MICRO, "trainer.max_steps=4", "trainer.attn_learning_rate=0.1",
+                f"resume={tmp_path}"), tmp_path / "again")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the CLI
