@@ -218,7 +218,7 @@ def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
         s = settings(cfg, tmp_path)
-        assert s.attn.transform == "sparse"
+        assert s.attn_name == dict(o.split("=", 1) for o in overrides)["attn"]
     assert sweep["metric"]["name"] == f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
 
 
