@@ -5,8 +5,9 @@
 #   SSAF_DATA_DIR=../shared/data bash scripts/reproduce.sh [STAGE ...]
 #
 # Stages, in the default order (each is up to three Hydra multiruns into $STUDY_DIR/<stage>/<part>: part
-# "base" is softmax, "sparse" is SSAF at the chosen lam, "others" is sparsemax / entmax15 / learned alpha; a
-# part already complete there is skipped, so an interrupted study resumes where it stopped):
+# "base" is softmax, "sparse" is SSAF at the chosen lam, "others" is sparsemax / entmax15 / learned alpha
+# (learned at its own rate $ATTN_LR); a part already complete there is skipped, so an interrupted study
+# resumes where it stopped):
 #   lam         SST-2, sparse, lam in $LAMS, seed 1: the dev sweep that chooses lam, and the lam plot
 #   headline    SST-2 (cpu_sst2: 8000 phrases, 1 epoch, 64 tokens), every attention, seeds $HEADLINE_SEEDS
 #   nopretrain  SST-2 from random init (model.pretrained=false), softmax / sparse at the chosen lam and at
@@ -48,6 +49,7 @@ SEEDS="${SEEDS:-1,2,3}"
 SQUAD_SEED="${SQUAD_SEED:-42}"  # one SQuAD run is 60-90 min on 2 cores; 42 is the seed of the published runs
 OTHER_SEEDS="${OTHER_SEEDS:-$SEEDS}"
 OTHERS="${OTHERS:-sparsemax,entmax15,learned_alpha}"
+ATTN_LR="${ATTN_LR:-0.1}"  # learned alpha's own learning rate (trainer.attn_learning_rate; best of 1e-2, 1e-1 on SST-2 dev)
 LAMS="${LAMS:--8,-4,-2,-1,0,0.5}"
 NOPRETRAIN_LAM="${NOPRETRAIN_LAM:-0}"
 MNLI_TRAIN="${MNLI_TRAIN:-6000}"
@@ -94,6 +96,7 @@ part() {
     case "$stage" in nopretrain | barnes | squad) return ;; esac  # softmax vs SSAF only, as in the paper
     attn="$OTHERS"
     seeds="$OTHER_SEEDS"
+    l=("trainer.attn_learning_rate=$ATTN_LR")  # moves learned alpha only (the others log that it has no effect)
   elif [ "$which" = sparse ]; then
     attn=sparse
     lams="$(lam)" || return 1
