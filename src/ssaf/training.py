@@ -234,9 +234,9 @@ class SsafTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         if isinstance(resume_from_checkpoint, str):
             folder = Path(resume_from_checkpoint)
-            if (folder / UNEVALUATED).exists():
-                self.evaluate_checkpoint(folder)
             state = TrainerState.load_from_json(str(folder / TRAINER_STATE_NAME))
+            if (folder / UNEVALUATED).exists():
+                self.evaluate_checkpoint(folder, state)
             if 0 < state.max_steps <= state.global_step:
                 return self.already_trained(state, folder)
         return super().train(resume_from_checkpoint, *args, **kwargs)
@@ -250,24 +250,18 @@ class SsafTrainer(Trainer):
         losses = [h["loss"] for h in state.log_history if "loss" in h]  # the logged ones: an approximation
         return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else math.nan, {})
 
-    def evaluate_checkpoint(self, folder: Path) -> dict[str, float]:
-        """Run the evaluation a checkpoint missed and record it in its state, as if it had not failed.
+    def evaluate_checkpoint(self, folder: Path, state: TrainerState) -> dict[str, float]:
+        """Run the evaluation a checkpoint missed and record it in ``state`` (and the checkpoint's copy) as
+        transformers would have: logged at its step, and the best model if it is the best.
 
         transformers never evaluates the step it resumes from, so without this the step would take no
         part in choosing the best model, and a run whose last evaluation failed would end on an older one.
         """
-        state = TrainerState.load_from_json(str(folder / TRAINER_STATE_NAME))
         self._load_from_checkpoint(str(folder))
-        self.state.global_step, self.state.epoch = state.global_step, state.epoch  # for the logs
+        self.state = state  # the evaluation logs into the checkpoint's history, at its step
         metrics = self.evaluate()
-        state.log_history.append({**metrics, "epoch": state.epoch, "step": state.global_step})
-        key = self.args.metric_for_best_model
-        if key is not None:
-            key = key if key.startswith("eval_") else f"eval_{key}"
-            better = np.greater if self.args.greater_is_better else np.less
-            if state.best_metric is None or better(metrics[key], state.best_metric):
-                state.best_metric, state.best_global_step = metrics[key], state.global_step
-                state.best_model_checkpoint = str(folder)
+        if self._determine_best_metric(metrics=metrics, trial=None):
+            state.best_model_checkpoint = str(folder)
         if self.is_world_process_zero():
             state.save_to_json(str(folder / TRAINER_STATE_NAME))
             (folder / UNEVALUATED).unlink()
