@@ -46,6 +46,10 @@ class TrainerSettings:
     max_eval_samples: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("learning_rate", "attn_learning_rate", "weight_decay", "warmup_ratio"):
+            value = getattr(self, name)  # a typo on the command line arrives as a string
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"trainer.{name} must be a number, got {value!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in (

@@ -88,6 +88,7 @@ def test_defaults_are_the_documented_ones(tmp_path):
         ("trainer.batch_size=0", r"trainer.batch_size must be >= 1"),
         ("seed=null", r"seed must be an integer"),
         ("trainer.attn_learning_rate=0", r"trainer.attn_learning_rate must be > 0 or null"),
+        ("trainer.attn_learning_rate=abc", r"trainer.attn_learning_rate must be a number, got 'abc'"),
     ],
 )
 def test_bad_values_fail_before_anything_loads(override, match, tmp_path):
