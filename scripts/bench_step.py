@@ -29,6 +29,7 @@ ATTNS = [
     ("sdpa softmax (stock)", "sdpa", None),
     ("ssaf softmax", "ssaf", {"transform": "softmax"}),
     ("sparsemax", "ssaf", {"transform": "sparsemax"}),
+    ("sparse (SSAF, lam=-8: attn=sparse's default)", "ssaf", {"transform": "sparse", "lam": -8.0}),
     ("sparse (SSAF, lam=-1)", "ssaf", {"transform": "sparse", "lam": -1.0}),
     ("entmax15", "ssaf", {"transform": "entmax15"}),
     ("entmax (alpha=1.3)", "ssaf", {"transform": "entmax", "alpha": 1.3}),

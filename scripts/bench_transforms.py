@@ -5,7 +5,7 @@ forward and of forward+backward, the ratio to softmax and to the entmax package'
 transform, and the largest deviation from a float64 reference (a correctness check on the same
 inputs). Rows marked "compiled" use ``compiled=True`` (their compilation happens in the warm-up calls).
 Run: ``python scripts/bench_transforms.py [--threads 2] [--repeats 15] [--device cpu] [--no-compiled]
-[--lam -2] [--only softmax,sparsegen_lin]``.
+[--lam -8,-2,0.5] [--only softmax,sparsegen_lin]``.
 """
 
 from __future__ import annotations
@@ -51,22 +51,26 @@ def padding_mask(shape: tuple[int, ...], device: str, seed: int = 1) -> Tensor:
 COMPILED = " compiled"  # suffix of the rows run with compiled=True; compared with the same reference
 
 
-def ours(compiled: bool, lam: float) -> dict[str, Fn]:
-    gen = f"sparsegen_lin({lam:g})"
+def gen(lam: float) -> str:
+    return f"sparsegen_lin({lam:g})"
+
+
+def ours(compiled: bool, lams: list[float]) -> dict[str, Fn]:
     fns: dict[str, Fn] = {
-        "softmax": lambda z, m: T.softmax(z, m),
-        "sparsemax": lambda z, m: T.sparsemax(z, m),
-        gen: lambda z, m: T.sparsegen_lin(z, lam, m),
-        "entmax15": lambda z, m: T.entmax15(z, m),
-        "entmax_bisect(1.3)": lambda z, m: T.entmax_bisect(z, 1.3, m),
+        "softmax": lambda z, m: T.softmax(z, mask=m),
+        "sparsemax": lambda z, m: T.sparsemax(z, mask=m),
+        **{gen(lam): (lambda z, m, lam=lam: T.sparsegen_lin(z, lam, mask=m)) for lam in lams},
+        "entmax15": lambda z, m: T.entmax15(z, mask=m),
+        "entmax_bisect(1.3)": lambda z, m: T.entmax_bisect(z, 1.3, mask=m),
     }
     if compiled:
-        fns["sparsemax" + COMPILED] = lambda z, m: T.sparsemax(z, m, compiled=True)
-        fns[gen + COMPILED] = lambda z, m: T.sparsegen_lin(z, lam, m, compiled=True)
+        fns["sparsemax" + COMPILED] = lambda z, m: T.sparsemax(z, mask=m, compiled=True)
+        for lam in lams:
+            fns[gen(lam) + COMPILED] = lambda z, m, lam=lam: T.sparsegen_lin(z, lam, mask=m, compiled=True)
     return fns
 
 
-def reference(lam: float) -> dict[str, Fn]:
+def reference(lams: list[float]) -> dict[str, Fn]:
     """The baselines: eager-BERT softmax (additive mask) and the entmax package (-inf mask)."""
 
     def fill(z: Tensor, m: Tensor | None, value: float) -> Tensor:
@@ -75,7 +79,8 @@ def reference(lam: float) -> dict[str, Fn]:
     ref: dict[str, Fn] = {"softmax": lambda z, m: torch.softmax(fill(z, m, torch.finfo(z.dtype).min), -1)}
     if E is not None:
         ref["sparsemax"] = lambda z, m: E.sparsemax(fill(z, m, float("-inf")), -1)
-        ref[f"sparsegen_lin({lam:g})"] = lambda z, m: E.sparsemax(fill(z / (1 - lam), m, float("-inf")), -1)
+        for lam in lams:
+            ref[gen(lam)] = lambda z, m, lam=lam: E.sparsemax(fill(z / (1 - lam), m, float("-inf")), -1)
         ref["entmax15"] = lambda z, m: E.entmax15(fill(z, m, float("-inf")), -1)
         ref["entmax_bisect(1.3)"] = lambda z, m: E.entmax_bisect(fill(z, m, float("-inf")), 1.3, -1)
     return ref
@@ -112,18 +117,24 @@ def main() -> None:
     ap.add_argument("--shapes", default="all", help="'all', 'gpu' or indices into the shape list, e.g. 0,1")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--no-compiled", action="store_true", help="skip the compiled=True rows (they compile first)")
-    ap.add_argument("--lam", type=float, default=-2.0, help="SSAF's lam for the sparsegen_lin rows (< 1)")
+    ap.add_argument(
+        "--lam", default="-8,-2,0.5", help="SSAF's lams for the sparsegen_lin rows (< 1; -8 is attn=sparse's default)"
+    )
     ap.add_argument("--only", default="", help="comma-separated name prefixes of the transforms to run")
     args = ap.parse_args()
-    if not args.lam < 1:
-        ap.error(f"--lam must be < 1 (got {args.lam})")
+    try:
+        lams = [float(v) for v in args.lam.split(",")]
+    except ValueError:
+        ap.error(f"--lam must be comma-separated numbers, got {args.lam!r}")
+    if not all(lam < 1 for lam in lams):
+        ap.error(f"--lam values must be < 1 (got {args.lam})")
     torch.set_num_threads(args.threads)
     if args.shapes in ("all", "gpu"):
         shapes = SHAPES if args.shapes == "all" else GPU_SHAPES
     else:
         shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
     dtype = getattr(torch, args.dtype)
-    mine, ref = ours(not args.no_compiled, args.lam), reference(args.lam)
+    mine, ref = ours(not args.no_compiled, lams), reference(lams)
     if args.only:
         mine = {k: v for k, v in mine.items() if k == "softmax" or k.startswith(tuple(args.only.split(",")))}
     if E is None:

@@ -18,8 +18,7 @@ are parameters of each self-attention module (``module.ssaf_alpha`` / ``module.s
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -53,22 +52,10 @@ from transformers import (
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
+from ssaf import registry
 from ssaf import transforms as T
 
 ATTN_IMPLEMENTATION = "ssaf"
-
-# name -> (description, parameter it uses)
-TRANSFORMS: dict[str, str] = {
-    "softmax": "dense softmax (the baseline)",
-    "sparsemax": "sparsemax (lam = 0)",
-    "sparse": "SSAF sparsegen-lin with a fixed lam < 1",
-    "entmax15": "exact 1.5-entmax",
-    "entmax": "alpha-entmax with a fixed alpha > 1",
-    "learned_alpha": "alpha-entmax with one learned alpha in (1, 2] per head, initialised at alpha",
-    "learned_lam": "sparsegen-lin with one learned lam < 1 per head, initialised at lam",
-}
-
-COMPILED = ("sparsemax", "sparse", "learned_lam")  # transforms with compiled kernels (transforms._compiled)
 
 
 @dataclass(frozen=True)
@@ -78,30 +65,25 @@ class AttentionSpec:
     transform: str = "sparse"
     lam: float = 0.0
     alpha: float = 1.5
-    compiled: bool = False  # torch.compile'd kernels (sparsemax, sparse, learned_lam): faster, compiles first
+    compiled: bool = False  # torch.compile'd kernels where the registry lists the "compiled" backend
 
     def __post_init__(self) -> None:
-        if self.transform not in TRANSFORMS:
-            valid = ", ".join(TRANSFORMS)
-            raise ValueError(f"unknown attention transform {self.transform!r}; valid transforms: {valid}")
-        if not (math.isfinite(self.lam) and self.lam < 1):
-            raise ValueError(f"lam must be finite and < 1, got {self.lam} (lam = 0 is sparsemax)")
-        if not (math.isfinite(self.alpha) and self.alpha > 1):
-            raise ValueError(f"alpha must be finite and > 1, got {self.alpha}; use transform 'softmax' for alpha = 1")
-        if self.compiled and self.transform not in COMPILED:
+        t = registry.transform(self.transform)
+        registry.check_param("lam", self.lam, t)
+        registry.check_param("alpha", self.alpha, t)
+        if self.compiled and "compiled" not in t.backends:
+            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "compiled" in r.backends)
             raise ValueError(
-                f"attn.compiled=true is available for {', '.join(COMPILED)}, not {self.transform!r}; "
-                "set attn.compiled=false"
-            )
-        if self.transform == "learned_alpha" and not T.LearnedAlpha.A_MIN < self.alpha < 2:
-            raise ValueError(
-                f"learned_alpha starts from alpha in ({T.LearnedAlpha.A_MIN}, 2), got {self.alpha}; "
-                "use transform 'sparsemax' for alpha = 2"
+                f"attn.compiled=true is available for {served}, not {self.transform!r}; set attn.compiled=false"
             )
 
     @property
+    def record(self) -> registry.Transform:
+        return registry.TRANSFORMS[self.transform]
+
+    @property
     def learned(self) -> bool:
-        return self.transform.startswith("learned_")
+        return self.record.learned
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,32 +102,34 @@ class AttentionSpec:
 # ----------------------------------------------------------------------------- the attention function
 
 
-def probabilities(spec: AttentionSpec, scores: Tensor, mask: Tensor | None, module: nn.Module) -> Tensor:
-    """Apply the spec's transform to (B, H, Q, K) scores with a boolean mask (True = may attend)."""
-    t = spec.transform
-    if t == "softmax":
-        return T.softmax(scores, mask)
-    if t == "sparsemax":
-        return T.sparsemax(scores, mask, compiled=spec.compiled)
-    if t == "sparse":
-        return T.sparsegen_lin(scores, spec.lam, mask, compiled=spec.compiled)
-    if t == "entmax15":
-        return T.entmax15(scores, mask)
-    if t == "entmax":
-        return T.entmax_bisect(scores, spec.alpha, mask)
-    if t == "learned_alpha":
-        return T.entmax_bisect(scores, _learned(module, "ssaf_alpha")(), mask)
-    return T.sparsegen_lin(scores, _learned(module, "ssaf_lam")(), mask, compiled=spec.compiled)
+@dataclass(frozen=True)
+class Probabilities:
+    """A spec resolved for one self-attention module: (B, H, Q, K) scores and a boolean mask (True = may
+    attend) -> probabilities. Built once per model (``attach``), called on every forward."""
+
+    fn: Callable[..., Tensor]  # the transform in ssaf.transforms
+    param: float | None = None  # a fixed lam / alpha
+    learned: nn.Module | None = None  # the module's LearnedAlpha / LearnedLambda
+    compiled: bool = False
+
+    def __call__(self, scores: Tensor, mask: Tensor | None) -> Tensor:
+        extra: dict[str, Any] = {"compiled": True} if self.compiled else {}
+        if self.learned is not None:
+            # Valid by construction (the parameterisation keeps it in range): no range check, which would
+            # make the host wait for the device on every layer of every step.
+            return self.fn(scores, self.learned(), mask=mask, validate=False, **extra)
+        if self.param is not None:
+            return self.fn(scores, self.param, mask=mask, **extra)
+        return self.fn(scores, mask=mask, **extra)
 
 
-def _learned(module: nn.Module, name: str) -> nn.Module:
-    param = getattr(module, name, None)
-    if param is None:
-        raise RuntimeError(
-            f"{type(module).__name__} has no {name}: the model was not built by ssaf. Build it with "
-            "ssaf.attention.ssaf_config(...) and an Auto class after `import ssaf`."
-        )
-    return param
+def resolve(spec: AttentionSpec, module: nn.Module) -> Probabilities:
+    """The probabilities function of ``spec`` for one self-attention module (its learned parameter, if any)."""
+    t = spec.record
+    fn = getattr(T, t.function)
+    if t.learned:
+        return Probabilities(fn, learned=getattr(module, t.learned_attribute), compiled=spec.compiled)  # type: ignore[arg-type]
+    return Probabilities(fn, param=getattr(spec, t.param) if t.param else None, compiled=spec.compiled)
 
 
 def ssaf_attention_forward(
@@ -164,7 +148,12 @@ def ssaf_attention_forward(
     or an additive float mask (0 / finfo.min, from callers that build their own). The returned
     probabilities are taken before dropout, so exact zeros in them are the transform's.
     """
-    spec = AttentionSpec.from_config(module.config)  # type: ignore[arg-type]
+    probabilities = getattr(module, "_ssaf_probabilities", None)
+    if probabilities is None:
+        raise RuntimeError(
+            f"{type(module).__name__} has no ssaf attention: the model was not built by ssaf. Build it with "
+            "ssaf.attention.ssaf_config(...) and an Auto class after `import ssaf`."
+        )
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
@@ -175,7 +164,7 @@ def ssaf_attention_forward(
         else:
             scores = scores + attention_mask
             mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
-    probs = probabilities(spec, scores, mask, module)  # (B, H, Q, K)
+    probs = probabilities(scores, mask)  # (B, H, Q, K)
     recorder = getattr(module, "_ssaf_recorder", None)
     if recorder is not None:
         recorder.update(module, probs, mask)
@@ -278,16 +267,23 @@ def record_attention_stats(model: nn.Module, every: int = 1) -> Iterator[Attenti
 # ----------------------------------------------------------------------------- learned parameters
 
 
-def attach_learned_parameters(model: nn.Module, spec: AttentionSpec) -> None:
-    """Give every self-attention module its per-head parameter when the spec learns one."""
-    if not spec.learned:
-        return
+LEARNED_ATTRIBUTES: tuple[str, ...] = tuple(
+    sorted({t.learned_attribute for t in registry.TRANSFORMS.values() if t.learned_attribute is not None})
+)
+
+
+def attach(model: nn.Module, spec: AttentionSpec) -> None:
+    """Give every self-attention module its resolved probabilities function, and its per-head parameter
+    when the spec learns one (initialised at the spec's lam / alpha)."""
+    t = spec.record
     for m in attention_modules(model):
-        heads: int = getattr(m, "num_attention_heads", None) or m.n_heads  # type: ignore[assignment]
-        if spec.transform == "learned_alpha":
-            m.ssaf_alpha = T.LearnedAlpha(heads, init=spec.alpha)
-        else:
-            m.ssaf_lam = T.LearnedLambda(heads, init=spec.lam)
+        if t.learned:
+            heads: int = getattr(m, "num_attention_heads", None) or m.n_heads  # type: ignore[assignment]
+            module = (
+                T.LearnedAlpha(heads, init=spec.alpha) if t.param == "alpha" else T.LearnedLambda(heads, init=spec.lam)
+            )
+            setattr(m, t.learned_attribute, module)  # type: ignore[arg-type]
+        m._ssaf_probabilities = resolve(spec, m)  # type: ignore[assignment]
 
 
 def learned_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -295,7 +291,7 @@ def learned_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     owned = {
         id(p)
         for m in attention_modules(model)
-        for name in ("ssaf_alpha", "ssaf_lam")
+        for name in LEARNED_ATTRIBUTES
         if getattr(m, name, None) is not None
         for p in getattr(m, name).parameters()
     }
@@ -306,7 +302,7 @@ def learned_values(model: nn.Module) -> dict[str, list[list[float]]]:
     """Current learned alpha / lam per layer and head (empty when the spec learns nothing)."""
     out: dict[str, list[list[float]]] = {}
     for m in attention_modules(model):
-        for name in ("ssaf_alpha", "ssaf_lam"):
+        for name in LEARNED_ATTRIBUTES:
             mod = getattr(m, name, None)
             if mod is not None:
                 out.setdefault(name.removeprefix("ssaf_"), []).append(mod().detach().flatten().tolist())
@@ -367,7 +363,7 @@ def _config_class(family: str, base: type[PretrainedConfig]) -> type[PretrainedC
 def _model_class(base: type[PreTrainedModel], config_cls: type[PretrainedConfig]) -> type[PreTrainedModel]:
     def __init__(self: PreTrainedModel, config: PretrainedConfig, *args: Any, **kwargs: Any) -> None:
         base.__init__(self, config, *args, **kwargs)
-        attach_learned_parameters(self, AttentionSpec.from_config(config))
+        attach(self, AttentionSpec.from_config(config))
 
     def initialize_weights(self: PreTrainedModel) -> None:
         # transformers builds on the meta device, loads the checkpoint, and initialises what it lacked through

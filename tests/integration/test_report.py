@@ -233,7 +233,7 @@ def test_multirun_runs_every_job_and_lists_the_failed_one(tmp_path):
     assert "multirun: 3 jobs, 2 completed, 1 failed" in out
     failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
     assert len(failed) == 1 and failed[0].rstrip().endswith("attn=sparse attn.lam=1.5")
-    assert "ConfigError: lam must be finite and < 1, got 1.5" in out
+    assert "ConfigError: attn.lam must be finite and < 1, got 1.5" in out
     done = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
     assert len(done) == 2, f"the jobs after the failing one still ran: {done}"
     summary = json.loads((tmp_path / "multirun_summary.json").read_text())

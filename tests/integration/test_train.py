@@ -79,7 +79,7 @@ def test_defaults_are_the_documented_ones(tmp_path):
     [
         ("attn.lam=1.0", r"lam must be finite and < 1, got 1.0"),
         ("attn.lam=1.5", r"lam must be finite and < 1, got 1.5"),
-        ("attn=entmax attn.alpha=1.0", r"alpha must be finite and > 1, got 1.0; use transform 'softmax'"),
+        ("attn=entmax attn.alpha=1.0", r"alpha must be finite and > 1, got 1.0; use attn=softmax"),
         ("trainer.max_seq_length=1024", r"max_seq_length=1024 exceeds the 512 positions of model minilm"),
         ("task.eval_splits=[test]", r"task sst2 has no split 'test'; its splits are: train, validation"),
         ("data.source=web", r"data.source must be one of auto, local, hub, sample, got 'web'"),

@@ -197,8 +197,10 @@ def test_compiled_kernels_give_the_same_model_outputs_and_gradients(name):
         logits.square().sum().backward()
         out.append((logits.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(out[1][0], out[0][0], atol=1e-5, rtol=1e-5)
+    # The eager CPU path (whole-row folds) and the compiled one sum in different orders: their fp32
+    # gradients differ by ~4e-5 here, while each is ~1e-3 from the float64 model's.
     for a, b in zip(out[1][1], out[0][1], strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
 def test_unknown_transform_is_rejected_with_the_valid_names():
@@ -288,3 +290,19 @@ def test_packaged_minilm_loads_offline_with_a_new_head():
         logits = model(**enc).logits
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     assert stats.means()["zero_fraction"] > 0.2, "pre-trained attention under sparsegen-lin is sparse"
+
+
+@pytest.mark.parametrize("name", ["learned_alpha", "learned_lam"])
+def test_learned_parameters_are_not_range_checked_on_every_call(name, monkeypatch):
+    """Their parameterisation keeps them valid; a check would make the host wait for the device on every
+    layer of every step (``.item()`` on a CUDA tensor)."""
+    import importlib
+
+    def boom(_):
+        raise AssertionError("range check on a learned parameter")
+
+    monkeypatch.setattr(importlib.import_module("ssaf.transforms.sparsemax"), "_check_lam", boom)
+    monkeypatch.setattr(importlib.import_module("ssaf.transforms.entmax"), "_check_alpha", boom)
+    model = tiny_model("bert", SPECS[name])
+    ids, mask, _ = batch()
+    model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0])).loss.backward()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import types
 
 import pytest
@@ -351,8 +352,8 @@ def _paths(name):
         "sparsegen_lin(-2)": (ts._SparsemaxFunction, _dense_sparsemax(False), (1 / 3,)),
         "sparsegen_lin(0.5)": (ts._SparsemaxFunction, _dense_sparsemax(False), (2.0,)),
         "entmax15": (te._Entmax15Function, te._DenseEntmax15Function, ()),
-        "entmax_bisect(1.3)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (1.3, 1e-12)),
-        "entmax_bisect(3.0)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (3.0, 1e-12)),
+        "entmax_bisect(1.3)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (1.3, 1e-12, 200, True)),
+        "entmax_bisect(3.0)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (3.0, 1e-12, 200, True)),
     }[name]
 
 
@@ -395,7 +396,9 @@ def test_dense_paths_gradcheck_with_per_head_parameters():
     for compiled in (False, True):
         assert torch.autograd.gradcheck(lambda x, s, c=compiled: sparsemax_fn(x, mask, s, c), (z, scale))
     alpha = torch.tensor([1.2, 1.5, 1.9], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x, a: _DenseEntmaxBisectFunction.apply(x, mask, a, 1e-12), (z, alpha))
+    assert torch.autograd.gradcheck(
+        lambda x, a: _DenseEntmaxBisectFunction.apply(x, mask, a, 1e-12, 200, True), (z, alpha)
+    )
 
 
 @pytest.mark.parametrize("name", DENSE)
@@ -417,13 +420,219 @@ def test_compiled_keyword_gives_the_eager_result_in_bf16_with_empty_rows(fn):
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)  # same support, same fp32 tau, same rounding
 
 
-def test_the_eager_path_warns_when_most_of_a_long_row_is_a_candidate():
+# ---------------------------------------------------------------- every path, any magnitude
+# The CPU has two paths for sparsemax / sparsegen-lin (whole rows from a folded bound, candidate lists)
+# and accelerators a third (whole rows, fixed shapes); entmax15 / entmax_bisect have a candidate and a
+# whole-row path. All of them run on CPU here.
+
+
+def _sparsemax_paths():
+    ts = importlib.import_module("ssaf.transforms.sparsemax")
+    return {
+        "folded": ts._FoldedSparsemaxFunction.apply,
+        "candidates": ts._SparsemaxFunction.apply,
+        "whole rows": lambda z, m, s: ts._DenseSparsemaxFunction.apply(z, m, s, False),
+    }
+
+
+def _sort_sparsemax(x: torch.Tensor) -> torch.Tensor:
+    """The textbook sort-based sparsemax in float64 (an oracle independent of ssaf's code)."""
+    srt, _ = torch.sort(x, dim=-1, descending=True)
+    cum = srt.cumsum(-1) - 1
+    ks = torch.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+    support = (srt * ks > cum).sum(-1, keepdim=True)
+    tau = cum.gather(-1, support - 1) / support.to(x.dtype)
+    return (x - tau).clamp(min=0)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    magnitude=st.sampled_from([1e-6, 1e-2, 1.0, 1e3, 4e7, 1e12, 1e20, 1e30]),
+    spread=st.sampled_from([1e-9, 1e-3, 1.0]),
+    lam=st.sampled_from([-22025.0, -8.0, -1.0, 0.0, 0.5, 0.9, 1 - math.exp(-10)]),
+    n=st.integers(2, 70),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_sparsemax_path_is_exact_at_any_magnitude_and_lam(magnitude, spread, lam, n, dtype, seed):
+    """Rows around +-magnitude with relative spread ``spread`` (so at 1e30 most entries tie in fp32),
+    lam over LearnedLambda's whole range: every path equals a float64 sort-based oracle computed from the
+    same inputs, and the paths equal each other (the candidate path once zeroed rows above ~1e3)."""
+    g = torch.Generator().manual_seed(seed)
+    sign = 1.0 if seed % 2 else -1.0
+    z = (sign * magnitude * (1 + spread * torch.randn(3, n, generator=g, dtype=torch.float64))).to(dtype)
+    z[0, 0] = 0.0  # a small entry beside the large ones
+    s = 1.0 / (1.0 - lam)
+    z64 = z.double()
+    expected = _sort_sparsemax(s * (z64 - z64.amax(-1, keepdim=True)))
+    outs = {name: fn(z.contiguous(), None, s) for name, fn in _sparsemax_paths().items()}
+    atol = 1e-6 if dtype == torch.float32 else 1e-12
+    for name, p in outs.items():
+        assert torch.isfinite(p).all(), name
+        torch.testing.assert_close(p.double(), expected, atol=atol, rtol=0, msg=name)
+        torch.testing.assert_close(p.sum(-1).double(), torch.ones(3, dtype=torch.float64), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "fn,z,expected",
+    [
+        (T.sparsemax, [4e7, 0.0], [1.0, 0.0]),
+        (T.entmax15, [1e8, 0.0], [1.0, 0.0]),
+        (functools.partial(T.entmax_bisect, alpha=1.3), [1e8, 0.0], [1.0, 0.0]),
+        (T.sparsemax, [1e30, 0.0, 1.0], [1.0, 0.0, 0.0]),
+        (functools.partial(T.sparsegen_lin, lam=0.9), [3e6, 0.0], [1.0, 0.0]),
+        (functools.partial(T.sparsegen_lin, lam=1 - math.exp(-10)), [1500.0, 1500.0, 0.0], [0.5, 0.5, 0.0]),
+        (T.sparsemax, [-4e7, -4e7 - 4.0, 0.0], [0.0, 0.0, 1.0]),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_reported_large_score_rows_are_exact_with_their_gradient(fn, z, expected, dtype):
+    zt = torch.tensor(z, dtype=dtype, requires_grad=True)
+    p = fn(zt)
+    torch.testing.assert_close(p, torch.tensor(expected, dtype=dtype))
+    (p * torch.arange(len(z), dtype=dtype)).sum().backward()
+    assert torch.isfinite(zt.grad).all()
+
+
+@pytest.mark.parametrize("name", ["entmax15", "entmax_bisect(1.3)", "entmax_bisect(3.0)"])
+@pytest.mark.parametrize("magnitude", [1e3, 1e8, 1e20])
+def test_entmax_paths_agree_at_large_magnitudes(name, magnitude):
+    cand, dense, args = _paths(name)
+    z = (magnitude * (1 + 1e-6 * attention_scores((2, 3, 5, 24), seed=3, dtype=torch.float64))).contiguous()
+    z[..., 0] = 0.0
+    shifted = z - z.amax(-1, keepdim=True)
+    expected = entmax.entmax15(shifted, -1) if not args else entmax.entmax_bisect(shifted, args[0], -1, n_iter=200)
+    for fn in (cand, dense):
+        torch.testing.assert_close(fn.apply(z, None, *args), expected, atol=1e-9, rtol=0)
+
+
+# ---------------------------------------------------------------- NaN and inf
+
+
+def _all_paths():
+    """(name, fn(z, mask) -> p) for every transform on every path that runs on CPU."""
+    te = importlib.import_module("ssaf.transforms.entmax")
+    paths = [
+        (f"sparsemax {k}", functools.partial(lambda z, m, f: f(z, m, 0.5), f=f)) for k, f in _sparsemax_paths().items()
+    ]
+    paths += [
+        ("entmax15 candidates", te._Entmax15Function.apply),
+        ("entmax15 whole rows", te._DenseEntmax15Function.apply),
+        ("entmax_bisect candidates", lambda z, m: te._EntmaxBisectFunction.apply(z, m, 1.3, 1e-6, 50, True)),
+        ("entmax_bisect whole rows", lambda z, m: te._DenseEntmaxBisectFunction.apply(z, m, 1.3, 1e-6, 50, True)),
+        ("softmax", lambda z, m: T.softmax(z, mask=m)),
+    ]
+    return paths
+
+
+@pytest.mark.parametrize("name,fn", _all_paths(), ids=[n for n, _ in _all_paths()])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nan_or_inf_score_makes_its_row_nan_and_leaves_the_others(name, fn, bad):
+    """One rule everywhere, as torch.softmax: a row with a NaN or +inf (valid or masked) is all NaN, with a
+    NaN gradient; -inf is "masked"; the other rows are untouched."""
+    z = attention_scores((4, 9), seed=2)
+    z[0, 3] = bad  # a valid entry
+    z[1, 8] = bad  # a masked entry (masked below): it still poisons its row, as an additive mask would
+    z[2, 5] = float("-inf")  # -inf: not attended, like a masked entry
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    mask[1, 8] = False
+    zr = z.clone().requires_grad_()
+    p = fn(zr, mask)
+    assert torch.isnan(p[:2]).all(), name
+    assert torch.isfinite(p[2:]).all() and p[2, 5] == 0
+    clean = z[2:].clone()
+    torch.testing.assert_close(p[2:], fn(clean, mask[2:]), atol=1e-7, rtol=0)
+    (p * torch.randn_like(p)).sum().backward()
+    assert torch.isnan(zr.grad[:2]).all(), "NaN rows get NaN gradients"
+    assert torch.isfinite(zr.grad[2:]).all()
+
+
+def test_public_functions_follow_the_nan_rule():
+    row = torch.tensor([[float("nan"), 0.0, 1.0], [float("inf"), 0.0, 1.0], [float("-inf"), 0.0, 1.0]])
+    for name, fn in ALL.items():
+        p = fn(row)
+        assert torch.isnan(p[:2]).all(), name
+        torch.testing.assert_close(p[2], fn(row[2:, 1:])[0].new_tensor([0.0, *fn(row[2:, 1:])[0].tolist()]))
+
+
+# ---------------------------------------------------------------- convergence is never silent
+
+
+def test_alpha_entmax_that_cannot_reach_its_tolerance_warns_once_naming_alpha_and_the_error():
+    common = importlib.import_module("ssaf.transforms._common")
+    common._warned.discard("entmax_bisect: unconverged")
+    z = torch.randn(50, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"alpha = 8\): .*row-sum error of [0-9.e-]+, above tol = 1e-12"):
+        p = T.entmax_bisect(z, 8.0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(50, dtype=torch.float64))  # renormalised, and said so
     import warnings
 
-    z = torch.randn(2, 2, 8, 384)  # flat scores: within 9 of the max nearly everywhere
-    with pytest.warns(UserWarning, match=r"of the scores are candidates on rows of 384 keys.*attn.compiled=true"):
-        T.sparsegen_lin(z, -8.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        T.sparsegen_lin(10 * z, 0.0)  # peaked rows: few candidates
-        T.sparsegen_lin(z[..., :64], -8.0)  # short rows: the lists stay cheap
+        T.entmax_bisect(z, 8.0)  # once per process: a training loop is not flooded
+        T.entmax_bisect(z, 1.5)  # a converging alpha never warns
+
+
+def test_ensure_sum_one_false_returns_the_search_result_unnormalised():
+    z = attention_scores((3, 5, 30), dtype=torch.float64)
+    raw = T.entmax_bisect(z, 1.7, -1, 50, False)
+    normed = T.entmax_bisect(z, 1.7, -1, 50, True)
+    torch.testing.assert_close(raw.sum(-1), torch.ones(3, 5, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(normed, raw / raw.sum(-1, keepdim=True))
+
+
+# ---------------------------------------------------------------- the entmax package's calling convention
+
+
+@pytest.mark.parametrize(
+    "ours,theirs,args",
+    [
+        (T.sparsemax, entmax.sparsemax, (1,)),
+        (T.sparsemax, entmax.sparsemax, (1, 3)),
+        (T.entmax15, entmax.entmax15, (0,)),
+        (T.entmax15, entmax.entmax15, (-1, 5)),
+        (T.entmax_bisect, entmax.entmax_bisect, (1.3,)),
+        (T.entmax_bisect, entmax.entmax_bisect, (1.7, 1)),
+        (T.entmax_bisect, entmax.entmax_bisect, (1.5, 1, 60)),
+        (T.entmax_bisect, entmax.entmax_bisect, (2.5, -1, 60, True)),
+    ],
+)
+def test_positional_arguments_mean_what_they_mean_in_entmax(ours, theirs, args):
+    z = attention_scores((4, 9, 7), scale=2.0, dtype=torch.float64)
+    torch.testing.assert_close(ours(z, *args), theirs(z, *args), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda z: T.sparsemax(z, torch.ones(3, 4, dtype=torch.bool)),
+            r"dim must be an int, got Tensor; pass a mask as mask=",
+        ),
+        (lambda z: T.sparsemax([[1.0, 2.0]]), r"X must be a torch.Tensor, got list"),
+        (lambda z: T.entmax15(z, 1.0), r"dim must be an int, got float"),
+        (lambda z: T.sparsemax(z, -1, 0), r"k must be None or a positive int"),
+        (lambda z: T.sparsegen_lin(z, "abc"), r"lam must be a float or a tensor, got str"),
+        (lambda z: T.entmax_bisect(z, "1.5"), r"alpha must be a float or a tensor, got str"),
+        (lambda z: T.entmax_bisect(z, 1.5, -1, 0), r"n_iter must be a positive int"),
+        (lambda z: T.softmax(z, torch.ones(3, 4, dtype=torch.bool)), r"dim must be an int"),
+    ],
+)
+def test_wrong_argument_types_get_a_message_naming_them(call, match):
+    with pytest.raises(TypeError, match=match):
+        call(torch.zeros(3, 4))
+
+
+# ---------------------------------------------------------------- double backward
+
+
+@pytest.mark.parametrize(
+    "name,fn", [p for p in _all_paths() if p[0] != "softmax"], ids=[n for n, _ in _all_paths() if n != "softmax"]
+)
+def test_double_backward_raises_a_clear_error(name, fn):
+    z = attention_scores((2, 7), dtype=torch.float64).requires_grad_()
+    p = fn(z, None)
+    with pytest.raises(RuntimeError, match=r"double backward \(create_graph=True.*not supported"):
+        torch.autograd.grad((p * p).sum(), z, create_graph=True)
+    (g,) = torch.autograd.grad((fn(z, None) * p.detach()).sum(), z)  # first order still works
+    assert torch.isfinite(g).all()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ssaf.transforms._common import additive_mask, compute_dtype
+from ssaf.transforms._common import additive_mask, compute_dtype, nonfinite_rows
 
 
 @dataclass
@@ -23,13 +23,15 @@ class Candidates:
     """Entries of a (..., n) tensor that may be non-zero after the transform, as a flat list.
 
     ``flat`` indexes the contiguous input viewed as 1-D and is sorted, so ``row`` (the row of each
-    entry) is sorted too; ``x`` is the scaled score relative to its row max (row max = 0).
+    entry) is sorted too; ``x`` is the scaled score relative to its row max (row max = 0). ``bad``
+    lists the rows with a NaN or +inf (no candidates; the caller fills them with NaN).
     """
 
     flat: Tensor  # (C,) int64
     row: Tensor  # (C,) int64
     x: Tensor  # (C,) compute dtype, s * (z - max)
     n_rows: int
+    bad: Tensor | None = None  # (R,) int64 flat row indices, or None
 
 
 def row_scale(scale: Tensor | float, z: Tensor) -> Tensor | float:
@@ -40,29 +42,38 @@ def row_scale(scale: Tensor | float, z: Tensor) -> Tensor | float:
 
 
 def find_candidates(z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Candidates:
-    """Entries with ``scale * z_i > max_valid(scale * z) - 1`` (the rest are provably zero).
+    """Entries with ``scale * (z_i - max_valid(z)) > -1`` (the rest are provably zero).
 
     Args:
         z: (..., n) scores, contiguous.
         mask: optional boolean mask broadcastable to ``z`` (True = valid); masked entries are never
             candidates, and a row without valid entries has none.
         scale: positive float or tensor broadcastable to (..., 1).
+
+    The test compares the scores themselves with a per-row bound ``t`` (no full-size subtraction), so
+    ``t`` must not round above the true bound ``max - 1/scale``: at the magnitude of a large maximum
+    (4e7 in fp32) ``1/scale`` can be below half an ulp and ``max - 1/scale`` rounds to ``max`` itself,
+    which would exclude the maximum and return a zero row. ``t`` is therefore taken one ulp below
+    ``fl(max - reach)``; extra candidates below the bound are harmless to the solvers.
     """
     n = z.shape[-1]
     n_rows = z.numel() // max(n, 1)
     cd = compute_dtype(z.dtype)
     zz = z if mask is None else z + additive_mask(mask, cd, float("-inf"))
     m = zz.amax(dim=-1, keepdim=True).to(cd)  # (..., 1); -inf for fully masked rows
+    bad = nonfinite_rows(m)
     s = scale.to(cd) if isinstance(scale, Tensor) else scale
-    # A little slack below the bound keeps rounding in the comparison from dropping an entry.
-    reach = (1.0 / s) * (1 + 1e-5)
-    flat = nonzero_flat(zz > m - reach)  # (C,) sorted
+    reach = (1.0 / s) * (1 + 1e-5)  # slack for rounding in x = s * (z - m) below
+    t = torch.nextafter(m - reach, torch.tensor(float("-inf"), dtype=cd))
+    # No candidates in a fully masked row (-inf) or a NaN / +inf row (its candidates would be NaN).
+    t = torch.where(torch.isfinite(m), t, float("inf"))  # in cd: a half-precision bound could round up
+    flat = nonzero_flat(zz > t)  # (C,) sorted
     # Integer division is slow on CPU; a shift does it when n is a power of two (64, 128, ...).
     row = flat >> (n.bit_length() - 1) if n & (n - 1) == 0 else torch.div(flat, n, rounding_mode="floor")
     s_row = row_scale(s, z)
     x = zz.view(-1).index_select(0, flat).to(cd) - gather(m.view(-1), row)
     x = x * (gather(s_row, row) if isinstance(s_row, Tensor) else s_row)
-    return Candidates(flat=flat, row=row, x=x, n_rows=n_rows)
+    return Candidates(flat=flat, row=row, x=x, n_rows=n_rows, bad=bad)
 
 
 def nonzero_flat(b: Tensor) -> Tensor:

@@ -20,10 +20,14 @@ from ssaf.transforms._common import additive_mask, compute_dtype
 PASSES_PER_CHECK = 3  # passes at a fixed point change nothing, so a few extra cost only bandwidth
 
 
-def shifted_scores(z: Tensor, mask: Tensor | None, scale: Tensor | float, shift: Callable | None = None) -> Tensor:
-    """``scale * (z - max_valid(z))`` in the compute dtype, -inf at masked entries.
+def shifted_scores(
+    z: Tensor, mask: Tensor | None, scale: Tensor | float, shift: Callable | None = None
+) -> tuple[Tensor, Tensor]:
+    """``scale * (z - max_valid(z))`` in the compute dtype, -inf at masked entries, and the NaN rows.
 
-    A row with no valid entry is all -inf (its max is taken as 0, so no NaN appears). ``shift`` is
+    A row with no valid entry is all -inf (its max is taken as 0, so no NaN appears). A row holding a
+    NaN or +inf (see ``_common``) is returned as all -inf too, flagged in the second result (..., 1),
+    so the solvers see an empty row and the caller fills it with NaN: no host sync. ``shift`` is
     :func:`biased_shift` or its compiled version; the mask becomes an additive bias first, at the
     mask's own (usually broadcast, (B, 1, 1, K)) size: a compiled kernel that reads the boolean mask
     itself was 3.5x slower on CPU than one adding a float bias.
@@ -32,16 +36,24 @@ def shifted_scores(z: Tensor, mask: Tensor | None, scale: Tensor | float, shift:
     return (shift or biased_shift)(z, bias, scale)
 
 
-def biased_shift(z: Tensor, bias: Tensor | None, scale: Tensor | float) -> Tensor:
-    """``scale * (x - max(x))`` with ``x = z + bias`` in the compute dtype (see :func:`shifted_scores`)."""
+def biased_shift(z: Tensor, bias: Tensor | None, scale: Tensor | float) -> tuple[Tensor, Tensor]:
+    """``scale * (x - max(x))`` with ``x = z + bias`` in the compute dtype, and the rows whose max is NaN
+    or +inf (see :func:`shifted_scores`)."""
     cd = compute_dtype(z.dtype)
     x = z.to(cd)
     if bias is not None:
         x = x + bias
     m = x.amax(dim=-1, keepdim=True)
+    bad = torch.isnan(m) | (m == float("inf"))
     m = torch.where(torch.isfinite(m), m, torch.zeros((), dtype=cd, device=m.device))
     s = scale.to(cd) if isinstance(scale, Tensor) else scale
-    return (x - m) * s
+    x = torch.where(bad, float("-inf"), (x - m) * s)
+    return x, bad
+
+
+def nan_rows(t: Tensor, bad: Tensor) -> Tensor:
+    """``t`` with the flagged rows (``bad`` (..., 1)) set to NaN."""
+    return torch.where(bad, float("nan"), t)
 
 
 def sparsemax_passes(x: Tensor, tau: Tensor, k: Tensor, n: int = PASSES_PER_CHECK) -> tuple[Tensor, Tensor, Tensor]:
@@ -141,16 +153,20 @@ def entmax15_probabilities(x: Tensor, max_iter: int) -> Tensor:
     return torch.where(supp, (x - t).clamp(min=0).square(), zero)
 
 
-def entmax_probabilities(x: Tensor, am1: Tensor | float, tol: float, max_iter: int) -> Tensor:
+def entmax_probabilities(
+    x: Tensor, am1: Tensor | float, tol: float, max_iter: int, normalize: bool = True
+) -> tuple[Tensor, Tensor]:
     """alpha-entmax on whole rows: ``p = max(x - tau, 0) ** (1 / (alpha - 1))``, rows summing to 1.
 
     Args:
         x: (..., n) scores scaled by ``alpha - 1``, each row's maximum at 0 (-inf = masked).
         am1: ``alpha - 1``, a float or (..., 1).
-        tol: the largest row-sum error accepted before the rows are renormalised.
-        max_iter: a bound against pathological rounding only.
+        tol: the largest row-sum error accepted.
+        max_iter: the most search steps; the search stops at ``tol``.
+        normalize: divide each row by its sum.
 
-    The bracketed Newton search of ``entmax_solve``, on whole rows.
+    The bracketed Newton search of ``entmax_solve``, on whole rows; returns p and the largest row-sum
+    error (0-dim) the search ended with.
     """
     tiny = torch.finfo(x.dtype).tiny
     beta = 1.0 / am1
@@ -174,4 +190,5 @@ def entmax_probabilities(x: Tensor, am1: Tensor | float, tol: float, max_iter: i
         tau = torch.where(done, tau, new_tau)
         if it % PASSES_PER_CHECK == PASSES_PER_CHECK - 1 and bool(settled.all()):
             break
-    return p / (f + 1).clamp(min=tiny)
+    worst = torch.where(empty, 0.0, f.abs()).amax() if f.numel() else torch.zeros((), device=x.device)
+    return (p / (f + 1).clamp(min=tiny) if normalize else p), worst

@@ -23,8 +23,21 @@ import torch
 from torch import Tensor
 
 from ssaf.transforms._candidates import find_candidates, gather, row_scale, scatter_rows, segment_sum, select
-from ssaf.transforms._common import check_dim, check_mask, compute_dtype, from_last, row_param, sum_to_shape, to_last
-from ssaf.transforms._dense import entmax15_probabilities, entmax_probabilities, shifted_scores
+from ssaf.transforms._common import (
+    check_dim,
+    check_input,
+    check_k,
+    check_mask,
+    compute_dtype,
+    fill_rows,
+    from_last,
+    no_double_backward,
+    row_param,
+    sum_to_shape,
+    to_last,
+    warn_once,
+)
+from ssaf.transforms._dense import entmax15_probabilities, entmax_probabilities, nan_rows, shifted_scores
 
 # A cap that correct inputs never reach (Newton from below converges quadratically, and a step that
 # rounds to zero ends the search); it only bounds the loop against pathological rounding.
@@ -82,31 +95,38 @@ class _Entmax15Function(torch.autograd.Function):
         pos, p = entmax15_solve(c.x, c.row, c.n_rows)
         flat, row = gather(c.flat, pos), gather(c.row, pos)
         ctx.save_for_backward(flat, row, p)
-        ctx.n_rows = c.n_rows
-        return scatter_rows(p, flat, z)
+        ctx.n_rows, ctx.bad = c.n_rows, c.bad
+        return fill_rows(scatter_rows(p, flat, z), c.bad, float("nan"))
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
+        no_double_backward("entmax15")
         flat, row, p = ctx.saved_tensors
         # dp/dz = diag(w) - w w^T / sum(w) on the support, with w = sqrt(p) = p^(2 - alpha).
         w = p.sqrt()
         gw = gather(g.reshape(-1), flat).to(p.dtype) * w
         q = segment_sum(gw, row, ctx.n_rows) / segment_sum(w, row, ctx.n_rows).clamp(min=torch.finfo(p.dtype).tiny)
-        return scatter_rows(gw - gather(q, row) * w, flat, g), None
+        return fill_rows(scatter_rows(gw - gather(q, row) * w, flat, g), ctx.bad, float("nan")), None
 
 
-def entmax15(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+def entmax15(X: Tensor, dim: int = -1, k: int | None = None, *, mask: Tensor | None = None) -> Tensor:
     """Exact 1.5-entmax along ``dim``.
 
-    Solves ``argmax_{p in simplex} p.z + H_1.5(p)`` (Tsallis alpha = 1.5); the solution is
-    ``p_i = max(z_i / 2 - tau, 0) ** 2``. Sparser than softmax, smoother than sparsemax.
+    Solves ``argmax_{p in simplex} p.X + H_1.5(p)`` (Tsallis alpha = 1.5); the solution is
+    ``p_i = max(X_i / 2 - tau, 0) ** 2``. Sparser than softmax, smoother than sparsemax. Positional
+    arguments as in the ``entmax`` package (1.3).
 
     Args:
-        z: scores; fp16/bf16 are solved in fp32 and returned in their own dtype.
-        mask: optional boolean tensor broadcastable to ``z``; True = may attend. Masked entries get
-            exactly 0; a row with no valid entry returns all zeros.
+        X: scores; fp16/bf16 are solved in fp32 and returned in their own dtype. -inf means "may not
+            attend"; a row holding a NaN or +inf comes back NaN.
         dim: the dimension that sums to 1.
+        k: accepted for entmax compatibility (its partial-sort size); nothing is sorted here.
+        mask: optional boolean tensor broadcastable to ``X``; True = may attend. Masked entries get
+            exactly 0; a row with no valid entry returns all zeros.
     """
+    check_input("entmax15", X, dim)
+    check_k("entmax15", k)
+    z = X
     d = check_dim(z, dim)
     check_mask(mask, z)
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
@@ -119,17 +139,19 @@ class _DenseEntmax15Function(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, mask: Tensor | None) -> Tensor:
-        p = entmax15_probabilities(shifted_scores(z, mask, 0.5), _MAX_ITER)
-        ctx.save_for_backward(p)
-        return p.to(z.dtype)
+        x, bad = shifted_scores(z, mask, 0.5)
+        p = entmax15_probabilities(x, _MAX_ITER)
+        ctx.save_for_backward(p, bad)
+        return nan_rows(p, bad).to(z.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
-        (p,) = ctx.saved_tensors
+        no_double_backward("entmax15")
+        p, bad = ctx.saved_tensors
         w = p.sqrt()  # p^(2 - alpha); 0 off the support
         gw = g.to(p.dtype) * w
         q = gw.sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=torch.finfo(p.dtype).tiny)
-        return (gw - q * w).to(g.dtype), None
+        return nan_rows(gw - q * w, bad).to(g.dtype), None
 
 
 def _pow(r: Tensor, e: Tensor | float) -> Tensor:
@@ -139,17 +161,23 @@ def _pow(r: Tensor, e: Tensor | float) -> Tensor:
     return torch.where(r > 0, r.pow(e), 0.0)
 
 
-def entmax_solve(x: Tensor, row: Tensor, n_rows: int, am1_row: Tensor | float, tol: float) -> Tensor:
+def entmax_solve(
+    x: Tensor, row: Tensor, n_rows: int, am1_row: Tensor | float, tol: float, max_iter: int, normalize: bool = True
+) -> tuple[Tensor, Tensor]:
     """alpha-entmax of a flat candidate list: ``sum_{i in row} max(x_i - tau, 0) ** (1/(alpha-1)) = 1``.
 
     Args:
         x: (C,) scores scaled by ``alpha - 1``, each row's maximum at 0.
         row: (C,) row id of each entry; n_rows: number of rows.
         am1_row: ``alpha - 1`` as a float or one value per row (n_rows,).
-        tol: the largest row-sum error accepted; rows are renormalised afterwards.
+        tol: the largest row-sum error accepted.
+        max_iter: the most search steps (a bound, not a schedule: the search stops at ``tol``).
+        normalize: divide each row by its sum (the entmax package's ``ensure_sum_one``).
 
     Returns:
-        p (C,), each row summing to 1 to rounding.
+        p (C,), and the largest row-sum error the search ended with (0-dim), which exceeds ``tol`` only
+        where floating point cannot get closer (alpha far above 2, where p is steep at the threshold)
+        or ``max_iter`` was too small.
     """
     tiny = torch.finfo(x.dtype).tiny
     am1 = gather(am1_row, row) if isinstance(am1_row, Tensor) else am1_row
@@ -161,7 +189,7 @@ def entmax_solve(x: Tensor, row: Tensor, n_rows: int, am1_row: Tensor | float, t
     # At tau = -(1/c)^(alpha-1) each of the c candidates has p <= 1/c: an upper bound.
     hi = -((1.0 / count.clamp(min=1)) ** am1_row)
     tau = lo
-    for _ in range(_MAX_ITER):
+    for _ in range(max_iter):
         r = (x - gather(tau, row)).clamp_(min=0)
         pw = _pow(r, bm1)  # d p_i / d r_i = beta * r_i ** (beta - 1)
         p = pw * r
@@ -178,26 +206,49 @@ def entmax_solve(x: Tensor, row: Tensor, n_rows: int, am1_row: Tensor | float, t
         if bool((done | (new_tau == tau)).all()):
             break
         tau = torch.where(done, tau, new_tau)
-    return p / gather((f + 1).clamp(min=tiny), row)
+    else:  # max_iter steps without a final check: measure the last iterate
+        r = (x - gather(tau, row)).clamp_(min=0)
+        p = _pow(r, bm1) * r
+        f = segment_sum(p, row, n_rows) - 1
+    worst = torch.where(empty, 0.0, f.abs()).amax() if n_rows else torch.zeros(())
+    return (p / gather((f + 1).clamp(min=tiny), row) if normalize else p), worst
+
+
+def warn_unconverged(alpha: Tensor | float, worst: Tensor, tol: float) -> None:
+    """Say once that alpha-entmax rows were returned with a row-sum error above ``tol``."""
+    if float(worst) > tol:
+        what = f"{alpha:g}" if isinstance(alpha, float) else f"{float(alpha.min()):g} to {float(alpha.max()):g}"
+        warn_once(
+            "entmax_bisect: unconverged",
+            f"entmax_bisect (alpha = {what}): the threshold search stopped with a row-sum error of "
+            f"{float(worst):.1e}, above tol = {tol:g}; the rows were renormalised (ensure_sum_one) but are not "
+            "exact. Floating point may get no closer when alpha is near 1 (p = r ** (1 / (alpha - 1)) "
+            "magnifies rounding) or far above 2 (p is steep at the threshold); otherwise raise n_iter "
+            "or tol. (Shown once per process.)",
+        )
 
 
 class _EntmaxBisectFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: Tensor, mask: Tensor | None, alpha: Tensor | float, tol: float) -> Tensor:
+    def forward(
+        ctx, z: Tensor, mask: Tensor | None, alpha: Tensor | float, tol: float, max_iter: int, normalize: bool
+    ) -> Tensor:
         c = find_candidates(z, mask, alpha - 1)
         a_row = row_scale(alpha, z)  # (n_rows,) or a float
-        p = entmax_solve(c.x, c.row, c.n_rows, a_row - 1, tol)
+        p, worst = entmax_solve(c.x, c.row, c.n_rows, a_row - 1, tol, max_iter, normalize)
+        warn_unconverged(alpha, worst, tol)
         flat, row, p = select(p > 0, c.flat, c.row, p)
         a = gather(a_row, row) if isinstance(a_row, Tensor) else a_row  # alpha per support entry
         ctx.save_for_backward(flat, row, p, a if isinstance(a, Tensor) else None)
         ctx.alpha = None if isinstance(a, Tensor) else a
         ctx.alpha_shape = alpha.shape if isinstance(alpha, Tensor) else None
         ctx.alpha_dtype = alpha.dtype if isinstance(alpha, Tensor) else None
-        ctx.n_rows = c.n_rows
-        return scatter_rows(p, flat, z)
+        ctx.n_rows, ctx.bad = c.n_rows, c.bad
+        return fill_rows(scatter_rows(p, flat, z), c.bad, float("nan"))
 
     @staticmethod
     def backward(ctx, g: Tensor):
+        no_double_backward("entmax_bisect")
         flat, row, p, a_t = ctx.saved_tensors
         a = a_t if a_t is not None else ctx.alpha
         n = ctx.n_rows
@@ -207,6 +258,7 @@ class _EntmaxBisectFunction(torch.autograd.Function):
         gs = gather(g.reshape(-1), flat).to(p.dtype)
         gw = gs * w
         grad_z = scatter_rows(gw - w * gather(segment_sum(gw, row, n) / wsum, row), flat, g)
+        grad_z = fill_rows(grad_z, ctx.bad, float("nan"))
         grad_alpha = None
         if ctx.needs_input_grad[2]:
             # d p_i / d alpha = beta^2 (p_i - w^_i) - beta (p_i log p_i - w^_i sum_j p_j log p_j),
@@ -216,34 +268,39 @@ class _EntmaxBisectFunction(torch.autograd.Function):
             w_hat = w / gather(wsum, row)
             ent = gather(segment_sum(plogp, row, n), row)
             dp = beta * beta * (p - w_hat) - beta * (plogp - w_hat * ent)
-            per_row = segment_sum(gs * dp, row, n).view(*g.shape[:-1], 1)
-            grad_alpha = sum_to_shape(per_row, ctx.alpha_shape).to(ctx.alpha_dtype)
-        return grad_z, None, grad_alpha, None
+            per_row = fill_rows(segment_sum(gs * dp, row, n).view(-1, 1), ctx.bad, float("nan"))
+            grad_alpha = sum_to_shape(per_row.view(*g.shape[:-1], 1), ctx.alpha_shape).to(ctx.alpha_dtype)
+        return grad_z, None, grad_alpha, None, None, None
 
 
 class _DenseEntmaxBisectFunction(torch.autograd.Function):
     """entmax_bisect on whole rows (see ``_dense``): the path for accelerators."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, mask: Tensor | None, alpha: Tensor | float, tol: float) -> Tensor:
+    def forward(
+        ctx, z: Tensor, mask: Tensor | None, alpha: Tensor | float, tol: float, max_iter: int, normalize: bool
+    ) -> Tensor:
         a = alpha.to(compute_dtype(z.dtype)) if isinstance(alpha, Tensor) else alpha
-        p = entmax_probabilities(shifted_scores(z, mask, a - 1), a - 1, tol, _MAX_ITER)
-        ctx.save_for_backward(p, a if isinstance(a, Tensor) else None)
+        x, bad = shifted_scores(z, mask, a - 1)
+        p, worst = entmax_probabilities(x, a - 1, tol, max_iter, normalize)
+        warn_unconverged(alpha, worst, tol)
+        ctx.save_for_backward(p, bad, a if isinstance(a, Tensor) else None)
         ctx.alpha = None if isinstance(a, Tensor) else a
         ctx.alpha_shape = alpha.shape if isinstance(alpha, Tensor) else None
         ctx.alpha_dtype = alpha.dtype if isinstance(alpha, Tensor) else None
-        return p.to(z.dtype)
+        return nan_rows(p, bad).to(z.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        p, a_t = ctx.saved_tensors
+        no_double_backward("entmax_bisect")
+        p, bad, a_t = ctx.saved_tensors
         a = a_t if a_t is not None else ctx.alpha
         tiny = torch.finfo(p.dtype).tiny
         w = _pow(p, 2 - a)  # p^(2 - alpha) on the support, 0 elsewhere
         wsum = w.sum(-1, keepdim=True).clamp(min=tiny)
         gs = g.to(p.dtype)
         gw = gs * w
-        grad_z = (gw - w * (gw.sum(-1, keepdim=True) / wsum)).to(g.dtype)
+        grad_z = nan_rows(gw - w * (gw.sum(-1, keepdim=True) / wsum), bad).to(g.dtype)
         grad_alpha = None
         if ctx.needs_input_grad[2]:
             # The formula of _EntmaxBisectFunction.backward, on whole rows (0 log 0 = 0).
@@ -251,9 +308,9 @@ class _DenseEntmaxBisectFunction(torch.autograd.Function):
             plogp = torch.special.xlogy(p, p)
             w_hat = w / wsum
             dp = beta * beta * (p - w_hat) - beta * (plogp - w_hat * plogp.sum(-1, keepdim=True))
-            per_row = (gs * dp).sum(-1, keepdim=True)
+            per_row = nan_rows((gs * dp).sum(-1, keepdim=True), bad)
             grad_alpha = sum_to_shape(per_row, ctx.alpha_shape).to(ctx.alpha_dtype)
-        return grad_z, None, grad_alpha, None
+        return grad_z, None, grad_alpha, None, None, None
 
 
 def _check_alpha(alpha: Tensor | float) -> None:
@@ -261,6 +318,8 @@ def _check_alpha(alpha: Tensor | float) -> None:
         ok = bool(torch.isfinite(alpha).all()) and bool((alpha > 1).all())
         got = alpha.min().item() if alpha.numel() else None
     else:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"entmax_bisect: alpha must be a float or a tensor, got {type(alpha).__name__}")
         ok, got = 1 < alpha < float("inf"), alpha
     if not ok:
         raise ValueError(
@@ -269,29 +328,44 @@ def _check_alpha(alpha: Tensor | float) -> None:
 
 
 def entmax_bisect(
-    z: Tensor,
+    X: Tensor,
     alpha: Tensor | float = 1.5,
-    mask: Tensor | None = None,
     dim: int = -1,
+    n_iter: int = 50,
+    ensure_sum_one: bool = True,
+    *,
+    mask: Tensor | None = None,
     tol: float | None = None,
+    validate: bool = True,
 ) -> Tensor:
-    """alpha-entmax for any alpha > 1, differentiable in ``z`` and in ``alpha``.
+    """alpha-entmax for any alpha > 1, differentiable in ``X`` and in ``alpha``.
 
-    Solves ``argmax_{p in simplex} p.z + H_alpha(p)`` (Tsallis entropy) along ``dim``; the solution is
-    ``p_i = max((alpha - 1) z_i - tau, 0) ** (1 / (alpha - 1))``. The name follows the entmax package;
-    the threshold is found by bracketed Newton steps rather than plain bisection (see module doc).
+    Solves ``argmax_{p in simplex} p.X + H_alpha(p)`` (Tsallis entropy) along ``dim``; the solution is
+    ``p_i = max((alpha - 1) X_i - tau, 0) ** (1 / (alpha - 1))``. Positional arguments as in the
+    ``entmax`` package (1.3); the threshold is found by bracketed Newton steps that stop at a row-sum
+    tolerance, rather than by ``n_iter`` bisection steps (see module doc).
 
     Args:
-        z: scores; fp16/bf16 are solved in fp32 and returned in their own dtype.
-        alpha: a float > 1, or a tensor broadcastable to ``z`` with size 1 along ``dim`` (e.g. one
+        X: scores; fp16/bf16 are solved in fp32 and returned in their own dtype. -inf means "may not
+            attend"; a row holding a NaN or +inf comes back NaN.
+        alpha: a float > 1, or a tensor broadcastable to ``X`` with size 1 along ``dim`` (e.g. one
             per head, (H, 1, 1)); a tensor that requires grad receives d loss / d alpha.
+        dim: the dimension that sums to 1.
+        n_iter: the most search steps (entmax: the exact number of bisections). The search usually
+            stops at ``tol`` within 10; if it does not, a warning says so once.
+        ensure_sum_one: divide each row by its sum after the search (as entmax does).
         mask: optional boolean tensor; True = may attend. Masked entries get exactly 0; a row with no
             valid entry returns all zeros.
-        dim: the dimension that sums to 1.
-        tol: largest accepted row-sum error of the threshold search (default 1e-6, 1e-12 for fp64);
-            rows are renormalised afterwards.
+        tol: largest accepted row-sum error of the threshold search (default 1e-6, 1e-12 for fp64).
+        validate: check that alpha is finite and > 1 (for a tensor on an accelerator, a host sync);
+            ``False`` is for values valid by construction (``LearnedAlpha``).
     """
-    _check_alpha(alpha)
+    check_input("entmax_bisect", X, dim)
+    if validate:
+        _check_alpha(alpha)
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise TypeError(f"entmax_bisect: n_iter must be a positive int, got {n_iter!r}")
+    z = X
     d = check_dim(z, dim)
     check_mask(mask, z)
     a = row_param(alpha, z, d, "alpha")
@@ -301,4 +375,4 @@ def entmax_bisect(
         raise ValueError(f"tol must be > 0, got {tol}")
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
     fn = _EntmaxBisectFunction if zl.device.type == "cpu" else _DenseEntmaxBisectFunction
-    return from_last(fn.apply(zl, to_last(mask, d), a, tol), d)
+    return from_last(fn.apply(zl, to_last(mask, d), a, tol, n_iter, bool(ensure_sum_one)), d)

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ssaf.registry import LEARNED_ALPHA_FLOOR
+
 
 class LearnedAlpha(nn.Module):
     """Per-head entmax alpha in (1, 2]: ``alpha = A + (2 - A) * sigmoid(a)`` with ``A = 1.01``.
@@ -20,7 +22,7 @@ class LearnedAlpha(nn.Module):
     saturates in fp32 (1 + sigmoid(-100) == 1 exactly) and keeps 1/(alpha - 1) <= 100.
     """
 
-    A_MIN = 1.01
+    A_MIN = LEARNED_ALPHA_FLOOR
 
     def __init__(self, num_heads: int, init: float = 1.5) -> None:
         super().__init__()

@@ -5,21 +5,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssaf.transforms._common import additive_mask, check_dim, check_mask, compute_dtype
+from ssaf.transforms._common import additive_mask, check_dim, check_input, check_mask, compute_dtype
 
 
-def softmax(z: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
-    """The entropy-regularised projection onto the simplex: ``argmax_{p in simplex} p.z - sum_i p_i log p_i``.
+def softmax(X: Tensor, dim: int = -1, *, mask: Tensor | None = None) -> Tensor:
+    """The entropy-regularised projection onto the simplex: ``argmax_{p in simplex} p.X - sum_i p_i log p_i``.
 
-    Solution ``p_i = exp(z_i) / sum_j exp(z_j)``; dense (no exact zeros) except at masked entries.
+    Solution ``p_i = exp(X_i) / sum_j exp(X_j)``; dense (no exact zeros) except at masked entries.
+    Positional arguments as ``torch.softmax``.
 
     Args:
-        z: scores; fp16/bf16 are computed in fp32 and returned in their own dtype.
-        mask: optional boolean tensor broadcastable to ``z``; True = may attend. Masked entries get
+        X: scores; fp16/bf16 are computed in fp32 and returned in their own dtype. A row holding a NaN
+            or +inf comes back NaN (as ``torch.softmax``).
+        dim: the dimension that sums to 1.
+        mask: optional boolean tensor broadcastable to ``X``; True = may attend. Masked entries get
             exactly 0 and a row with no valid entry returns all zeros (``torch.softmax`` over -inf
             would give NaN there).
-        dim: the dimension that sums to 1.
     """
+    check_input("softmax", X, dim)
+    z = X
     d = check_dim(z, dim)
     check_mask(mask, z)
     cd = compute_dtype(z.dtype)

@@ -1,24 +1,26 @@
 """sparsemax (Martins & Astudillo, 2016) and SSAF's sparsegen-lin (Laha et al., 2018; Cui et al., 2019).
 
-The threshold is found without sorting (the entmax package sorts every row). Only the candidates of
-each row are visited (see ``_candidates``), and on them we run Michelot's fixed-point iteration:
-starting from a lower bound tau_0 of the threshold, the support S_t = {i : x_i > tau_t} is a superset
-of the true support, and
+The threshold is found without sorting (the entmax package sorts every row), with Michelot's
+fixed-point iteration: starting from a lower bound tau_0 of the threshold, the support
+S_t = {i : x_i > tau_t} is a superset of the true support, and
 
     tau_{t+1} = (sum_{i in S_t} x_i - 1) / |S_t|
 
 is again a lower bound (for any set A, (sum_A x - 1)/|A| <= tau*), with tau_{t+1} >= tau_t. Supports
 shrink strictly until they stop changing, and a support that does not change is the exact one, so the
-loop ends after at most n + 1 passes and is exact whatever the number of passes (2-5 for attention).
+loop is exact whatever the number of passes. Three paths run it, with the same results (tested):
+
+* CPU, eager: whole rows, float-only passes from a folded lower bound (``_folds``), or, on long rows
+  that are sparse anyway (lam >= 0), a compacted list of candidates (``_candidates``);
+* accelerators and ``compiled=True``: whole rows with fixed shapes (``_dense``, ``_compiled``).
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
+from ssaf.transforms import _folds
 from ssaf.transforms._candidates import (
     find_candidates,
     gather,
@@ -28,10 +30,26 @@ from ssaf.transforms._candidates import (
     segment_sum,
     select,
 )
-from ssaf.transforms._common import check_dim, check_mask, from_last, row_param, sum_to_shape, to_last
+from ssaf.transforms._common import (
+    additive_mask,
+    check_dim,
+    check_input,
+    check_k,
+    check_mask,
+    compute_dtype,
+    fill_rows,
+    from_last,
+    no_double_backward,
+    nonfinite_rows,
+    row_param,
+    scratch,
+    sum_to_shape,
+    to_last,
+)
 from ssaf.transforms._compiled import kernel
 from ssaf.transforms._dense import (
     biased_shift,
+    nan_rows,
     shifted_scores,
     sparsemax_backward,
     sparsemax_output,
@@ -39,13 +57,17 @@ from ssaf.transforms._dense import (
     sparsemax_threshold,
 )
 
+# Long rows at lam >= 0 keep few candidates, and there the candidate lists beat whole-row passes
+# (4 x 12 x 384 x 384: 25 vs 33 ms forward+backward); everywhere else whole rows win (README, Performance).
+LONG_ROW = 256
+
 
 def sparsemax_solve(x: Tensor, row: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor]:
     """Solve ``sum_{i in row} max(x_i - tau, 0) = 1`` for every row of a flat candidate list.
 
     Args:
-        x: (C,) scores, each row's maximum at 0, all of them above the lower bound -1 of tau
-            (rows may have any number of entries, including none).
+        x: (C,) scores, each row's maximum at 0 (rows may have any number of entries, including none;
+            entries at or below the threshold's lower bound -1 are harmless).
         row: (C,) row id of each entry.
         n_rows: number of rows.
 
@@ -83,20 +105,21 @@ def sparsemax_solve(x: Tensor, row: Tensor, n_rows: int) -> tuple[Tensor, Tensor
 
 
 class _SparsemaxFunction(torch.autograd.Function):
-    """sparsemax(scale * z) over the last dim of a contiguous tensor, with a gradient for ``scale``."""
+    """sparsemax(scale * z) over the last dim of a contiguous tensor on candidate lists, with a gradient
+    for ``scale``."""
 
     @staticmethod
     def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Tensor:
         c = find_candidates(z, mask, scale)
-        warn_if_dense(c.flat.numel(), z)
         pos, p, k = sparsemax_solve(c.x, c.row, c.n_rows)
         flat, row, x = (gather(t, pos) for t in (c.flat, c.row, c.x))  # only the support matters now
         ctx.save_for_backward(flat, row, k, x, scale if isinstance(scale, Tensor) else None)
-        ctx.scale, ctx.n_rows = (None if isinstance(scale, Tensor) else scale), c.n_rows
-        return scatter_rows(p, flat, z)
+        ctx.scale, ctx.n_rows, ctx.bad = (None if isinstance(scale, Tensor) else scale), c.n_rows, c.bad
+        return fill_rows(scatter_rows(p, flat, z), c.bad, float("nan"))
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None]:
+        no_double_backward("sparsemax")
         flat, row, k, x, scale_t = ctx.saved_tensors
         scale = scale_t if scale_t is not None else ctx.scale
         # Jacobian wrt x = scale * z on the support S: I - 1 1^T / |S|; zero elsewhere.
@@ -104,63 +127,91 @@ class _SparsemaxFunction(torch.autograd.Function):
         gx = gx - gather(segment_sum(gx, row, ctx.n_rows) / k.clamp(min=1), row)
         s_row = row_scale(scale, g)
         s = gather(s_row, row) if isinstance(s_row, Tensor) else s_row
-        grad_z = scatter_rows(gx * s, flat, g)
+        grad_z = fill_rows(scatter_rows(gx * s, flat, g), ctx.bad, float("nan"))
         grad_scale = None
         if scale_t is not None and ctx.needs_input_grad[2]:
             # d loss / d scale = sum_i gx_i z_i = sum_i gx_i (x_i / scale): the row max cancels
             # because gx sums to zero over each row.
             per_row = segment_sum(gx * x / s, row, ctx.n_rows)
+            per_row = fill_rows(per_row.view(-1, 1), ctx.bad, float("nan"))
             grad_scale = sum_to_shape(per_row.view(*g.shape[:-1], 1), scale_t.shape).to(scale_t.dtype)
         return grad_z, None, grad_scale
 
 
-DENSE_CANDIDATES = 0.25  # above this share of candidates, on long rows, the candidate lists cost more than they save
-LONG_ROW = 192  # at 128 keys and lam = -8 a whole MNLI run took at most 26% longer than softmax (docs/RESULTS.md)
-
-
-def warn_if_dense(n_candidates: int, z: Tensor) -> None:
-    """Say so when the candidate path is the slow choice: long rows most of which may be in the support.
-
-    That happens with lam far below 0 (SSAF lam = -8 divides the scores by 9, so a key is a candidate
-    unless its score is 9 below the row's max): on SQuAD dev windows (243 tokens) of the packaged MiniLM,
-    77-89% of the real keys were candidates and this path took 8x as long as ``compiled=True`` and 12-24x
-    as long as softmax (``scripts/bench_scores.py``, README). Python shows the warning once per call site.
-    """
-    n = z.shape[-1]
-    if n >= LONG_ROW and n_candidates > DENSE_CANDIDATES * z.numel():
-        warnings.warn(
-            f"sparsemax/sparsegen-lin: {n_candidates / z.numel():.0%} of the scores are candidates on rows of {n} "
-            "keys (lam far below 0?); the eager CPU path is slow here (8x slower than the compiled one on SQuAD "
-            "windows): set attn.compiled=true (needs a C++ compiler)",
-            stacklevel=2,
-        )
-
-
-class _DenseSparsemaxFunction(torch.autograd.Function):
-    """The same function on whole rows (see ``_dense``): the path for accelerators and for
-    ``compiled=True`` (see ``_compiled``)."""
+class _FoldedSparsemaxFunction(torch.autograd.Function):
+    """sparsemax(scale * z) on whole rows with float-only passes (see ``_folds``): the eager CPU path."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float, compiled: bool) -> Tensor:
-        x = shifted_scores(z, mask, scale, kernel(biased_shift, compiled))
-        tau, _ = sparsemax_threshold(x, kernel(sparsemax_passes, compiled))
-        p = kernel(sparsemax_output, compiled)(x, tau)
-        # The support is read back from the fp32 probabilities, so it is exactly the solver's.
-        ctx.save_for_backward(p, scale if isinstance(scale, Tensor) else None)
-        ctx.scale, ctx.compiled = (None if isinstance(scale, Tensor) else scale), compiled
+    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float) -> Tensor:
+        cd = compute_dtype(z.dtype)
+        x = scratch(z.shape, cd, z.device, 0)  # (..., n) shifted scores, then the solver's scratch
+        # A row with no valid entry has max -inf: shift it by 0, so it stays -inf (and all zeros).
+        if mask is None:
+            m = z.amax(dim=-1, keepdim=True).to(cd)
+            torch.sub(z, torch.where(torch.isfinite(m), m, 0.0), out=x)
+        else:
+            torch.add(z, additive_mask(mask, cd, float("-inf")), out=x)
+            m = x.amax(dim=-1, keepdim=True)
+            x.sub_(torch.where(torch.isfinite(m), m, 0.0))
+        bad = nonfinite_rows(m)
+        fill_rows(x, bad, float("-inf"))  # solved as empty rows, filled with NaN below
+        s = scale.to(cd) if isinstance(scale, Tensor) else scale
+        r, k = _folds.threshold(x, 1.0 / s)
+        p = r if isinstance(s, float) and s == 1.0 else r.mul_(s)
+        fill_rows(p, bad, float("nan"))
+        ctx.save_for_backward(p, k, scale if isinstance(scale, Tensor) else None)
+        ctx.scale, ctx.bad = (None if isinstance(scale, Tensor) else scale), bad
         return p.to(z.dtype)
 
     @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None]:
+        no_double_backward("sparsemax")
+        p, k, scale_t = ctx.saved_tensors
+        scale = scale_t.to(p.dtype) if scale_t is not None else ctx.scale
+        # On the support S: g minus its mean over S, times scale; 0 elsewhere. sign(p) is the support
+        # as floats (0 on NaN rows: their gradients are set to NaN below).
+        on = torch.sign(p, out=scratch(p.shape, p.dtype, p.device, 0))
+        tmp = scratch(p.shape, p.dtype, p.device, 1)
+        gc = g.to(p.dtype)
+        mean = torch.mul(gc, on, out=tmp).sum(-1, keepdim=True) / k.clamp(min=1)
+        grad = torch.sub(gc, mean).mul_(on)  # the gradient wrt x = scale * z
+        grad_scale = None
+        if scale_t is not None and ctx.needs_input_grad[2]:
+            # sum_i gx_i z_i = sum_i gx_i (p_i / scale + const) = sum_i gx_i p_i / scale (gx sums to 0).
+            per_row = torch.mul(grad, p, out=tmp).sum(-1, keepdim=True) / scale
+            per_row = fill_rows(per_row.expand(*p.shape[:-1], 1).contiguous(), ctx.bad, float("nan"))
+            grad_scale = sum_to_shape(per_row, scale_t.shape).to(scale_t.dtype)
+        if not (isinstance(scale, float) and scale == 1.0):
+            grad.mul_(scale)
+        return fill_rows(grad, ctx.bad, float("nan")).to(g.dtype), None, grad_scale
+
+
+class _DenseSparsemaxFunction(torch.autograd.Function):
+    """The same function on whole rows with fixed shapes (see ``_dense``): the path for accelerators and
+    for ``compiled=True`` (see ``_compiled``)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float, compiled: bool) -> Tensor:
+        x, bad = shifted_scores(z, mask, scale, kernel(biased_shift, compiled))
+        tau, _ = sparsemax_threshold(x, kernel(sparsemax_passes, compiled))
+        p = kernel(sparsemax_output, compiled)(x, tau)
+        # The support is read back from the fp32 probabilities, so it is exactly the solver's.
+        ctx.save_for_backward(p, bad, scale if isinstance(scale, Tensor) else None)
+        ctx.scale, ctx.compiled = (None if isinstance(scale, Tensor) else scale), compiled
+        return nan_rows(p, bad).to(z.dtype)
+
+    @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, None, Tensor | None, None]:
-        p, scale_t = ctx.saved_tensors
+        no_double_backward("sparsemax")
+        p, bad, scale_t = ctx.saved_tensors
         scale = scale_t.to(p.dtype) if scale_t is not None else ctx.scale
         gx, grad_z = kernel(sparsemax_backward, ctx.compiled)(p, g, scale)
         grad_scale = None
         if scale_t is not None and ctx.needs_input_grad[2]:
             # sum_i gx_i z_i = sum_i gx_i (p_i + tau) / scale = sum_i gx_i p_i / scale (gx sums to 0).
-            per_row = (gx * p).sum(dim=-1, keepdim=True) / scale
+            per_row = nan_rows((gx * p).sum(dim=-1, keepdim=True) / scale, bad)
             grad_scale = sum_to_shape(per_row, scale_t.shape).to(scale_t.dtype)
-        return grad_z, None, grad_scale, None
+        return nan_rows(grad_z, bad), None, grad_scale, None
 
 
 def _apply(z: Tensor, mask: Tensor | None, scale: Tensor | float, dim: int, compiled: bool) -> Tensor:
@@ -170,31 +221,38 @@ def _apply(z: Tensor, mask: Tensor | None, scale: Tensor | float, dim: int, comp
     zl = to_last(z, d).contiguous()  # type: ignore[union-attr]
     m = to_last(mask, d)
     if zl.device.type == "cpu" and not compiled:
-        return from_last(_SparsemaxFunction.apply(zl, m, s), d)
+        sparse_anyway = isinstance(s, float) and s >= 1.0 and zl.shape[-1] >= LONG_ROW
+        fn = _SparsemaxFunction if sparse_anyway else _FoldedSparsemaxFunction
+        return from_last(fn.apply(zl, m, s), d)
     return from_last(_DenseSparsemaxFunction.apply(zl, m, s, compiled), d)
 
 
-def sparsemax(z: Tensor, mask: Tensor | None = None, dim: int = -1, compiled: bool = False) -> Tensor:
+def sparsemax(
+    X: Tensor, dim: int = -1, k: int | None = None, *, mask: Tensor | None = None, compiled: bool = False
+) -> Tensor:
     """Euclidean projection of the scores onto the probability simplex.
 
-    Solves ``argmin_{p in simplex} ||p - z||^2`` along ``dim``. The solution is
-    ``p_i = max(z_i - tau, 0)`` with tau chosen so that the row sums to 1; entries below tau get an
-    exact 0.
+    Solves ``argmin_{p in simplex} ||p - X||^2`` along ``dim``. The solution is
+    ``p_i = max(X_i - tau, 0)`` with tau chosen so that the row sums to 1; entries below tau get an
+    exact 0. Positional arguments as in the ``entmax`` package (1.3), so it is a drop-in replacement.
 
     Args:
-        z: scores of any shape, any floating dtype (fp16/bf16 are solved in fp32 and returned in
-            their own dtype).
-        mask: optional boolean tensor broadcastable to ``z``; True = may attend. Masked entries get
-            exactly 0; a row with no valid entry returns all zeros (and zero gradient).
+        X: scores of any shape, any floating dtype (fp16/bf16 are solved in fp32 and returned in
+            their own dtype). -inf means "may not attend"; a row holding a NaN or +inf comes back NaN.
         dim: the dimension that sums to 1.
-        compiled: solve with ``torch.compile``d whole-row kernels (see ``_compiled``): the fastest
-            path, same result; the first call compiles for tens of seconds and needs a C++
-            compiler (CPU) or Triton (CUDA).
+        k: accepted for entmax compatibility (its partial-sort size, a speed knob there); no row is
+            sorted here, so it changes nothing.
+        mask: optional boolean tensor broadcastable to ``X``; True = may attend. Masked entries get
+            exactly 0; a row with no valid entry returns all zeros (and zero gradient).
+        compiled: solve with ``torch.compile``d whole-row kernels (see ``_compiled``): the same result;
+            the first call compiles for tens of seconds and needs a C++ compiler (CPU) or Triton (CUDA).
 
     Returns:
-        Probabilities with the shape and dtype of ``z``.
+        Probabilities with the shape and dtype of ``X``.
     """
-    return _apply(z, mask, 1.0, dim, compiled)
+    check_input("sparsemax", X, dim)
+    check_k("sparsemax", k)
+    return _apply(X, mask, 1.0, dim, compiled)
 
 
 def _check_lam(lam: Tensor | float) -> None:
@@ -202,6 +260,8 @@ def _check_lam(lam: Tensor | float) -> None:
         ok = bool(torch.isfinite(lam).all()) and bool((lam < 1).all())
         got = lam.max().item() if lam.numel() else None
     else:
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+            raise TypeError(f"sparsegen_lin: lam must be a float or a tensor, got {type(lam).__name__}")
         ok, got = float("-inf") < lam < 1, lam
     if not ok:
         raise ValueError(
@@ -211,21 +271,31 @@ def _check_lam(lam: Tensor | float) -> None:
 
 
 def sparsegen_lin(
-    z: Tensor, lam: Tensor | float = 0.0, mask: Tensor | None = None, dim: int = -1, compiled: bool = False
+    X: Tensor,
+    lam: Tensor | float = 0.0,
+    dim: int = -1,
+    *,
+    mask: Tensor | None = None,
+    compiled: bool = False,
+    validate: bool = True,
 ) -> Tensor:
     """SSAF's attention transform: sparsegen-lin with sparsity control ``lam < 1``.
 
-    Solves ``argmin_{p in simplex} ||p - z||^2 - lam * ||p||^2`` along ``dim``, whose solution is
-    ``sparsemax(z / (1 - lam))``. ``lam = 0`` is sparsemax; larger ``lam`` is never less sparse,
+    Solves ``argmin_{p in simplex} ||p - X||^2 - lam * ||p||^2`` along ``dim``, whose solution is
+    ``sparsemax(X / (1 - lam))``. ``lam = 0`` is sparsemax; larger ``lam`` is never less sparse,
     ``lam -> 1`` tends to one-hot and ``lam -> -inf`` to uniform.
 
     Args:
-        z: scores (see :func:`sparsemax`).
-        lam: a float, or a tensor broadcastable to ``z`` with size 1 along ``dim`` (e.g. one value
+        X: scores (see :func:`sparsemax`).
+        lam: a float, or a tensor broadcastable to ``X`` with size 1 along ``dim`` (e.g. one value
             per head, shape (H, 1, 1) for (B, H, Q, K) scores). A tensor that requires grad gets one.
-        mask: optional boolean mask, True = may attend.
         dim: the dimension that sums to 1.
+        mask: optional boolean mask, True = may attend.
         compiled: use the compiled kernels (see :func:`sparsemax`).
+        validate: check that lam is finite and < 1. For a tensor on an accelerator the check makes the
+            host wait for the device; ``False`` is for values valid by construction (``LearnedLambda``).
     """
-    _check_lam(lam)
-    return _apply(z, mask, 1.0 / (1.0 - lam), dim, compiled)
+    check_input("sparsegen_lin", X, dim)
+    if validate:
+        _check_lam(lam)
+    return _apply(X, mask, 1.0 / (1.0 - lam), dim, compiled)
