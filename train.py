@@ -28,20 +28,35 @@ OmegaConf.register_new_resolver("ssaf_stamp", _run_stamp, use_cache=True, replac
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pathlib import Path
+
     from ssaf.config import ConfigError
     from ssaf.data import DataError
     from ssaf.pipeline import run
+    from ssaf.summary import write_rejected
 
     hc = HydraConfig.get()
+    multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        summary = run(cfg, run_dir=hc.runtime.output_dir, overrides=list(hc.overrides.task))
+        summary = run(cfg, run_dir=run_dir, overrides=list(hc.overrides.task))
     except (ConfigError, DataError) as e:
         log.error("%s", e)
-        if hc.mode is not None and hc.mode.name == "MULTIRUN":
+        if not (run_dir / "metrics.json").exists():
+            write_rejected(run_dir, str(e))  # Hydra made the folder before ssaf could check the command
+        if multirun:
             raise  # let the multirun launcher record the failed job
         sys.exit(2)
+    except KeyboardInterrupt:
+        from ssaf.training import last_complete_checkpoint
+
+        checkpoint = last_complete_checkpoint(run_dir / "checkpoints")
+        saved = f"the newest checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
+        overrides = " ".join(hc.overrides.task)
+        log.error("interrupted: %s; continue with: python train.py %s resume=true", saved, overrides)
+        sys.exit(130)  # a multirun stops too: SystemExit is not a failed job
     # The returned value lets sweepers optimise the headline metric.
-    return summary["best"]["value"]
+    return summary.best["value"]
 
 
 if __name__ == "__main__":

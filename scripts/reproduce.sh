@@ -1,176 +1,105 @@
 #!/usr/bin/env bash
-# The CPU-scale reproduction of the SSAF paper (docs/RESULTS.md): every run of the study, then the
-# comparison report that the tables and plots of RESULTS.md come from.
+# The SSAF paper's protocol on the paper's data (docs/RESULTS.md, first part): the sentiment sets of
+# Barnes et al. (2017) at sentence level, lam chosen per dataset on dev, test accuracy over seeds.
 #
 #   SSAF_DATA_DIR=../shared/data bash scripts/reproduce.sh [STAGE ...]
 #
-# Stages, in the default order (each is up to three Hydra multiruns into $STUDY_DIR/<stage>/<part>: part
-# "base" is softmax, "sparse" is SSAF at the chosen lam, "others" is sparsemax / entmax15 / learned alpha
-# (learned at its own rate $ATTN_LR); a part already complete there is skipped, so an interrupted study
-# resumes where it stopped):
-#   lam         SST-2, sparse, lam in $LAMS, seed 1: the dev sweep that chooses lam, and the lam plot
-#   headline    SST-2 (cpu_sst2: 8000 phrases, 1 epoch, 64 tokens), every attention, seeds $HEADLINE_SEEDS
-#   nopretrain  SST-2 from random init (model.pretrained=false), softmax / sparse at the chosen lam and at
-#               lam = $NOPRETRAIN_LAM (from scratch the chosen lam is hardly sparse), seeds $SEEDS
-#   sst5        SST-5 (the paper's SST-1), 128 tokens, seeds $SEEDS (others: $OTHER_SEEDS)
-#   mnli        MNLI ($MNLI_TRAIN pairs of the train subset; dev matched capped at 2000 + mismatched),
-#               seeds $SEEDS (others: $OTHER_SEEDS)
-#   snli        SNLI ($MNLI_TRAIN pairs of the train subset; dev capped at 2000), seeds $SEEDS (others: $OTHER_SEEDS)
-#   barnes      the Barnes et al. (2017) sentiment sets SemEval-2013, SenTube-A, SenTube-T (dev and test),
-#               softmax / sparse, seeds $SEEDS
-#   squad       SQuAD v1.1 (3000 training questions; the full dev set), softmax / sparse, seed $SQUAD_SEED
-#   report      ssaf-compare over $STUDY_DIR (and $EXTRA_ROOTS) -> $REPORT_DIR (report.md, plots)
-# SciTail is not a stage: ../shared/data has only its test split (train and dev need the hub).
+# Stages, in order (each run is its own train.py call into its own folder under $STUDY_DIR; a completed run
+# is skipped, an unfinished one resumed from its newest checkpoint, so an interrupted study goes on where
+# it stopped):
+#   sweep       per dataset in $DATASETS: SSAF (attn=sparse) at every lam in $LAMS, seed 1, on dev; the lam
+#               with the best dev accuracy is written to $STUDY_DIR/sweep/<dataset>/best_lam (one seed is
+#               what the sweep can afford; the seeds stage then runs the chosen lam on all of them)
+#   seeds       per dataset: softmax on seeds $SEEDS, SSAF at the dataset's best lam on the other seeds of
+#               $SEEDS (seed 1 is the sweep's run at that lam: the same configuration, run once)
+#   nopretrain  the "Np" ablation on SST-2 sentences: model.pretrained=false, softmax and SSAF at SST-2's
+#               best lam, seeds $SEEDS
+#   report      ssaf-compare --paper over $STUDY_DIR -> $REPORT_DIR (the paper's table, the lam curves)
 #
-# Every run is evaluated once, after its last step (trainer.eval_every=0): the presets evaluate during
-# training and keep the best checkpoint, which would select on the dev set the table reports.
-#
-# The sparse rows use SPARSE_LAM: "auto" (default) takes the lam with the best dev accuracy in the lam
-# stage, which must then be complete; a number overrides it.
-#
-# LANES=2 runs two lanes side by side, each with half the cores: one runs the lam sweep and then every
-# sparse part, the other every part that does not depend on lam (logs: $STUDY_DIR/lane-{sparse,base}.log).
-# It does not buy throughput on 2 CPU cores (measured: two 1-thread runs side by side took 8-9.5 minutes
-# each, one 2-thread run ~4), so the default is LANES=1: everything in order, all cores per run.
-#
-# Every training cap is in conf/experiment/*.yaml (or below) and in the report's "training" column. On 2
-# cores (measured, uncontended) an SST-2 run takes 3-4 minutes, SST-5 5.5-7, MNLI 6-8, SNLI 4-5, a Barnes
-# set 6-8 (dev and test evaluation), SQuAD 60-90: the whole study is a day on a laptop (and, estimated from
-# the GPU step times in README, not run, about an hour on one GPU). Extra Hydra overrides for every run go in
-# $EXTRA, e.g. EXTRA="trainer.max_train_samples=2000" for a quicker, smaller study.
+# Every run is experiment=paper_cpu (conf/experiment/paper_cpu.yaml: the packaged MiniLM, AdamW lr 2e-5,
+# batch 16, 3 epochs on the full training set, dev after every epoch selects the checkpoint, test once on
+# it). Extra Hydra overrides for every run go in $EXTRA (e.g. EXTRA="trainer.epochs=1" for a quick pass;
+# it is part of every run's budget, so the report keeps it apart). On 2 cores an SST-2 run takes ~10-15 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
-STUDY_DIR="${STUDY_DIR:-outputs/study}"
-REPORT_DIR="${REPORT_DIR:-docs/results}"
-EXTRA_ROOTS="${EXTRA_ROOTS:-}"
-HEADLINE_SEEDS="${HEADLINE_SEEDS:-1,2,3}"
-SEEDS="${SEEDS:-1,2,3}"
-SQUAD_SEED="${SQUAD_SEED:-42}"  # one SQuAD run is 60-90 min on 2 cores; 42 is the seed of the published runs
-OTHER_SEEDS="${OTHER_SEEDS:-$SEEDS}"
-OTHERS="${OTHERS:-sparsemax,entmax15,learned_alpha}"
-ATTN_LR="${ATTN_LR:-0.1}"  # learned alpha's own learning rate (trainer.attn_learning_rate; best of 1e-2, 1e-1 on SST-2 dev)
-LAMS="${LAMS:--8,-4,-2,-1,0,0.5}"
-NOPRETRAIN_LAM="${NOPRETRAIN_LAM:-0}"
-MNLI_TRAIN="${MNLI_TRAIN:-6000}"
-SPARSE_LAM="${SPARSE_LAM:-auto}"
+STUDY_DIR="${STUDY_DIR:-outputs/paper}"
+REPORT_DIR="${REPORT_DIR:-docs/results/paper}"
+DATASETS="${DATASETS:-sst2_sentences sst5 semeval sentube_auto sentube_tablets}"
+LAMS="${LAMS:--8 -4 -2 -1 0}"
+SEEDS="${SEEDS:-1 2 3}"
 EXTRA="${EXTRA:-}"
-cores="$(nproc 2> /dev/null || echo 1)"
-LANES="${LANES:-1}"
-: "${SSAF_DATA_DIR:?set SSAF_DATA_DIR to the folder with sst2/, mnli/, squad/ ... (e.g. ../shared/data)}"
+: "${SSAF_DATA_DIR:?set SSAF_DATA_DIR to the folder with sst_sentences/ and sentiment_barnes/ (e.g. ../shared/data)}"
 export SSAF_DATA_DIR
-STAGES=(lam headline nopretrain sst5 mnli snli barnes squad report)
+STAGES=(sweep seeds nopretrain report)
 
-multirun() {  # multirun DIR OVERRIDES...: one Hydra sweep into DIR, skipped when complete
+one() {  # one DIR OVERRIDES...: a train.py run into DIR; skipped when completed, resumed when unfinished
   local dir="$1"; shift
-  if [ -f "$dir/.complete" ]; then
-    echo "== $dir: complete (delete $dir/.complete to run it again)"
+  if [ -f "$dir/metrics.json" ] && grep -q '"status": "completed"' "$dir/metrics.json"; then
+    echo "== $dir: completed"
     return
   fi
-  echo "== $dir: $* $EXTRA"
+  local resume=()
+  if compgen -G "$dir/checkpoints/checkpoint-*" > /dev/null; then resume=("resume=$dir"); fi
+  echo "== $dir: $* $EXTRA ${resume[*]}"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
-  "$py" train.py -m "$@" trainer.eval_every=0 $EXTRA hydra.sweep.dir="$dir" || return 1  # no set -e in `lane ... ||`
-  touch "$dir/.complete"
+  "$py" train.py experiment=paper_cpu "$@" $EXTRA "${resume[@]}" logger.mode=offline hydra.run.dir="$dir"
 }
 
-lam() {  # the lam of the sparse rows
-  if [ "$SPARSE_LAM" != auto ]; then echo "$SPARSE_LAM"; return; fi
-  if [ ! -f "$STUDY_DIR/lam/.complete" ]; then
-    echo "SPARSE_LAM=auto needs the lam stage; run it first or set SPARSE_LAM=<lam>" >&2
+best_lam() {  # best_lam DATASET: the lam its sweep chose (the sweep must be complete)
+  local f="$STUDY_DIR/sweep/$1/best_lam"
+  if [ ! -f "$f" ]; then
+    echo "no best lam for $1: run the sweep stage first ($f is missing)" >&2
     return 1
   fi
-  "$py" -m ssaf.report "$STUDY_DIR/lam" --best-param sparse
+  cat "$f"
 }
 
-# part STAGE base|sparse|others: a stage's softmax runs (base), its SSAF runs at the chosen lam (sparse: the
-# only part that needs the lam stage) and its other sparse attentions (others)
-part() {
-  local stage="$1" which="$2" dir="$STUDY_DIR/$1/$2" attn=softmax seeds="$SEEDS" lams l=() task=()
-  if [ "$stage" = lam ]; then
-    if [ "$which" = sparse ]; then
-      multirun "$STUDY_DIR/lam" experiment=cpu_sst2 attn=sparse "attn.lam=$LAMS" seed=1
-    fi
-    return
-  fi
-  if [ "$which" = others ]; then
-    case "$stage" in nopretrain | barnes | squad) return ;; esac  # softmax vs SSAF only, as in the paper
-    attn="$OTHERS"
-    seeds="$OTHER_SEEDS"
-    l=("trainer.attn_learning_rate=$ATTN_LR")  # moves learned alpha only (the others log that it has no effect)
-  elif [ "$which" = sparse ]; then
-    attn=sparse
-    lams="$(lam)" || return 1
-    if [ "$stage" = nopretrain ] && [ "$lams" != "$NOPRETRAIN_LAM" ]; then lams="$lams,$NOPRETRAIN_LAM"; fi
-    l=("attn.lam=$lams")
-  fi
-  case "$stage" in
-    headline) multirun "$dir" experiment=cpu_sst2 "attn=$attn" "${l[@]}" "seed=$HEADLINE_SEEDS" ;;
-    nopretrain) multirun "$dir" experiment=no_pretraining "attn=$attn" "${l[@]}" "seed=$seeds" ;;
-    sst5) multirun "$dir" experiment=cpu_sst2 task=sst5 trainer.max_seq_length=128 "attn=$attn" "${l[@]}" "seed=$seeds" ;;
-    mnli | snli)
-      [ "$stage" = snli ] && task=(task=snli)
-      multirun "$dir" experiment=cpu_mnli "${task[@]}" "trainer.max_train_samples=$MNLI_TRAIN" "attn=$attn" "${l[@]}" \
-        "seed=$seeds" ;;
-    barnes)
-      multirun "$dir" experiment=cpu_sst2 task=semeval,sentube_auto,sentube_tablets trainer.max_seq_length=128 \
-        "attn=$attn" "${l[@]}" "seed=$seeds" ;;
-    squad)
-      # 384-token rows at lam = -8 are mostly candidates, where the eager CPU path is 8x slower than the
-      # compiled one (same result); softmax has no compiled kernel
-      [ "$which" = sparse ] && l+=(attn.compiled=true)
-      multirun "$dir" task=squad data.source=local "attn=$attn" "${l[@]}" "seed=$SQUAD_SEED" \
-        trainer.max_train_samples=3000 trainer.epochs=1 trainer.learning_rate=1e-4 trainer.stats_sample_every=8 ;;
-  esac
+sweep() {
+  local d lam
+  for d in $DATASETS; do
+    for lam in $LAMS; do
+      one "$STUDY_DIR/sweep/$d/sparse_lam$lam" "task=$d" attn=sparse "attn.lam=$lam" seed=1 || return 1
+    done
+    "$py" -m ssaf.report "$STUDY_DIR/sweep/$d" --best-param sparse > "$STUDY_DIR/sweep/$d/best_lam"
+    echo "== $d: best lam on dev $(cat "$STUDY_DIR/sweep/$d/best_lam")"
+  done
 }
 
-# lane base|sparse STAGE...: every stage's parts that lane owns, in order (base: base and others, which do not
-# depend on lam; sparse: the lam sweep and the sparse parts); keeps going past a failure
-lane() {
-  local which="$1" status=0 s p parts=("$1"); shift
-  [ "$which" = base ] && parts=(base others)
-  for s in "$@"; do
-    for p in "${parts[@]}"; do
-      part "$s" "$p" || { echo "== $s/$p: FAILED (the other stages go on)" >&2; status=1; }
+seeds() {
+  local d s lam
+  for d in $DATASETS; do
+    lam="$(best_lam "$d")" || return 1
+    for s in $SEEDS; do
+      one "$STUDY_DIR/seeds/$d/softmax_s$s" "task=$d" attn=softmax "seed=$s" || return 1
+      [ "$s" = 1 ] && continue  # the sweep's run
+      one "$STUDY_DIR/seeds/$d/sparse_lam${lam}_s$s" "task=$d" attn=sparse "attn.lam=$lam" "seed=$s" || return 1
     done
   done
-  return "$status"
+}
+
+nopretrain() {
+  local s lam
+  lam="$(best_lam sst2_sentences)" || return 1
+  for s in $SEEDS; do
+    one "$STUDY_DIR/nopretrain/softmax_s$s" task=sst2_sentences model.pretrained=false attn=softmax "seed=$s" || return 1
+    one "$STUDY_DIR/nopretrain/sparse_lam${lam}_s$s" task=sst2_sentences model.pretrained=false attn=sparse \
+      "attn.lam=$lam" "seed=$s" || return 1
+  done
 }
 
 report() {
-  # shellcheck disable=SC2086  # EXTRA_ROOTS is a list of folders
-  "$py" -m ssaf.report "$STUDY_DIR" $EXTRA_ROOTS --out "$REPORT_DIR" --title "ssaf: CPU-scale reproduction of SSAF"
+  "$py" -m ssaf.report "$STUDY_DIR" --paper --out "$REPORT_DIR" --title "ssaf: the SSAF paper's protocol at CPU scale"
 }
 
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${STAGES[@]}")
-runs=()
 for s in "${stages[@]}"; do
   if [[ ! " ${STAGES[*]} " =~ \ $s\  ]]; then
     echo "unknown stage '$s'; stages: ${STAGES[*]}" >&2
     exit 2
   fi
-  [ "$s" != report ] && runs+=("$s")
 done
-
-status=0
-if [ ${#runs[@]} -gt 0 ]; then
-  if [ "$LANES" -ge 2 ]; then
-    mkdir -p "$STUDY_DIR"
-    threads=$((cores / 2 > 0 ? cores / 2 : 1))
-    echo "== two lanes, $threads thread(s) each: logs in $STUDY_DIR/lane-sparse.log and lane-base.log"
-    OMP_NUM_THREADS=$threads lane sparse "${runs[@]}" > "$STUDY_DIR/lane-sparse.log" 2>&1 &
-    sparse_pid=$!
-    OMP_NUM_THREADS=$threads lane base "${runs[@]}" > "$STUDY_DIR/lane-base.log" 2>&1 &
-    base_pid=$!
-    wait "$sparse_pid" || status=1
-    wait "$base_pid" || status=1
-  else
-    for s in "${runs[@]}"; do
-      lane base "$s" || status=1
-      lane sparse "$s" || status=1
-    done
-  fi
-fi
-[ "$status" -ne 0 ] && echo "some stages failed: see the logs above (or $STUDY_DIR/lane-*.log)" >&2
-if [[ " ${stages[*]} " =~ \ report\  ]]; then report || status=1; fi
-exit "$status"
+for s in "${stages[@]}"; do
+  "$s" || { echo "stage $s failed: see the log above; running the script again resumes it" >&2; exit 1; }
+done

@@ -1,9 +1,17 @@
-"""run(cfg): the composition root. Config -> task data + model with its attention -> trainer -> metrics, logs."""
+"""run(cfg): the composition root. Config -> task data + model with its attention -> trainer -> metrics, logs.
+
+Four stages, each a function below: ``prepare`` (data, model, trainer, W&B), ``train`` (with resume),
+``evaluate`` (the selected checkpoint; test splits once) and ``finish`` (metrics.json, predictions, W&B,
+the console summary). What a run is and produced is a :class:`~ssaf.summary.RunSummary`: written when the
+run starts (``running``), when it stops early (``failed`` / ``interrupted``) and when it ends.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,31 +22,60 @@ from transformers import set_seed
 from ssaf.attention import learned_values
 from ssaf.config import ConfigError, RunSettings, settings
 from ssaf.models import build_model
-from ssaf.prepare import PREPARE
-from ssaf.tracking import WandbCallback, run_info, start_wandb, write_json
-from ssaf.training import (
-    EvaluationFailedError,
-    NonFiniteLossError,
-    last_complete_checkpoint,
-    training_arguments,
-)
+from ssaf.prepare import PREPARE, Prepared
+from ssaf.summary import AttentionInfo, Budget, DataInfo, RunSummary, Timing, write_json, write_summary
+from ssaf.tracking import WandbCallback, run_info, start_wandb
+from ssaf.training import SsafTrainer, TrainingClock, last_complete_checkpoint, training_arguments
 from ssaf.viz import heatmap_figure
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+@dataclass
+class Run:
+    """Everything a run is made of once prepared."""
+
+    s: RunSettings
+    work_dir: Path
+    data: Prepared
+    trainer: SsafTrainer
+    wandb: Any  # the W&B run, or None
+    summary: RunSummary
+
+    @property
+    def main(self) -> bool:
+        """The process that writes files (rank 0 of a distributed run)."""
+        return self.trainer.is_world_process_zero()
+
+
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> RunSummary:
     """Fine-tune and evaluate one configuration; returns what it writes to ``metrics.json``."""
     s = settings(cfg, run_dir)
-    set_seed(s.seed)
     work_dir = resume_dir(s, overrides or []) or s.run_dir
+    set_seed(s.seed)
+    r = prepare(s, work_dir, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    try:
+        result, checkpoint = train(r)
+        final, eval_s, reused = evaluate(r)
+    except KeyboardInterrupt:
+        stopped(r, "interrupted", f"stopped with Ctrl-C at step {r.trainer.state.global_step}")
+        raise
+    except Exception as e:
+        stopped(r, "failed", f"{e.__class__.__name__}: {e}")
+        raise
+    return finish(r, result, checkpoint, final, eval_s, reused)
 
+
+# ----------------------------------------------------------------------------- stages
+
+
+def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
+    """Data, model and trainer; W&B started; the run's summary written as ``running``."""
     model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
     data = PREPARE[s.task.kind](s, tokenizer)
-    metric_for_best = f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
     trainer = data.trainer_cls(
         model=model,
-        args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, metric_for_best),
+        args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, selection_metric(s)),
         train_dataset=data.train,
         eval_dataset=data.evals,
         processing_class=tokenizer,
@@ -47,109 +84,185 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         attn_learning_rate=s.trainer.attn_learning_rate,
         **data.trainer_kwargs,
     )
-    info = run_info(data.source, data.origin, data.sizes, data.dropped)
-    wandb_run = None
-    if trainer.is_world_process_zero():
+    r = Run(s, work_dir, data, trainer, None, identity(s, work_dir, data))
+    if r.main:
+        info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint)
         write_json(work_dir / "run_info.json", info)
-        wandb_run = start_wandb(
+        write_summary(work_dir, r.summary)
+        r.wandb = start_wandb(
             s.logger,
             work_dir,
             name=f"{s.task.name}-{s.attn_name}-{s.model.name}-s{s.seed}",
             group=s.task.name,
             tags=[f"attn:{s.attn_name}", f"model:{s.model.name}", f"data:{data.source}"],
-            config={**OmegaConf.to_container(cfg, resolve=True), "run_info": info},  # type: ignore[dict-item]
+            config={**config, "run_info": info},
         )
-        if wandb_run is not None:
+        if r.wandb is not None:
             heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
             trainer.add_callback(
                 WandbCallback(
-                    wandb_run, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
+                    r.wandb, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
                 )
             )
+    return r
 
-    checkpoint = last_complete_checkpoint(work_dir / "checkpoints") if work_dir != s.run_dir else None
+
+def train(r: Run) -> tuple[Any, str | None]:
+    """Train (from the newest complete checkpoint when resuming); the model is saved before evaluating."""
+    checkpoint = last_complete_checkpoint(r.work_dir / "checkpoints") if r.work_dir != r.s.run_dir else None
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-    started = time.time()
-    try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-    except (NonFiniteLossError, EvaluationFailedError) as e:
-        failed = {"status": "failed", "error": str(e), "history": trainer.state.log_history}
-        if trainer.is_world_process_zero():
-            write_json(work_dir / "metrics.json", failed)
-            if wandb_run is not None:
-                wandb_run.finish(exit_code=1)
-        raise
-    train_time = time.time() - started
-    if trainer.is_world_process_zero():
-        # Saved before the evaluation below, which on a large dev set can take as long as training (SQuAD's
+    r.trainer.clock = TrainingClock.resumed_from(checkpoint)
+    result = r.trainer.train(resume_from_checkpoint=checkpoint)
+    if r.main:
+        # Saved before the final evaluation, which on a large dev set can take as long as training (SQuAD's
         # 10,570 questions: 20-50 min on 2 cores), so a crash there keeps the model. (A failed evaluation
         # inside train() saves its step's checkpoint itself: SsafTrainer._evaluate.)
-        trainer.save_model(str(work_dir / "model"))
-    eval_started = time.time()
-    final = last_evaluation_if_best(trainer.state)
-    if final is None:
-        try:
-            final = trainer.evaluate()  # the best checkpoint, loaded at the end of training
-        except Exception as e:
-            model_dir = work_dir / "model"
-            error = f"final evaluation failed ({e.__class__.__name__}: {e}); the trained model is in {model_dir}"
-            if trainer.is_world_process_zero():
-                unevaluated: dict[str, Any] = {"status": "failed", "error": error, "train_runtime_s": train_time}
-                write_json(work_dir / "metrics.json", unevaluated)
-                if wandb_run is not None:
-                    wandb_run.finish(exit_code=1)
-            raise RuntimeError(error) from e
-    eval_time = time.time() - eval_started
+        r.trainer.save_model(str(r.work_dir / "model"))
+    return result, checkpoint
 
-    summary = {
-        "status": "completed",
-        "task": s.task.name,
-        "attn": s.attn_name,
-        "attn_spec": s.attn.to_dict(),
-        "model": s.model.name,
-        "pretrained": s.model.pretrained,
-        "seed": s.seed,
-        "data_source": data.source,
-        "sizes": data.sizes,
-        "final": final,
-        "best": {
-            "metric": metric_for_best,
-            "value": trainer.state.best_metric,
-            "checkpoint": trainer.state.best_model_checkpoint,
+
+def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
+    """Metrics of the selected checkpoint on every eval split, and once on each test split.
+
+    Returns the metrics, the seconds the final evaluation took and whether the selection splits' metrics
+    are the last evaluation's (when the last step is the best checkpoint, evaluating it again would
+    repeat the same computation: SQuAD's dev set, minutes).
+    """
+    started = time.time()
+    final = last_evaluation_if_best(r.trainer.state)
+    reused = final is not None
+    try:
+        if final is None:
+            final = r.trainer.evaluate()  # the best checkpoint, loaded at the end of training
+        for split, ds in r.data.tests.items():
+            final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=f"eval_{split}"))
+    except Exception as e:
+        raise RuntimeError(
+            f"final evaluation failed ({e.__class__.__name__}: {e}); the trained model is in {r.work_dir / 'model'}"
+        ) from e
+    return final, time.time() - started, reused
+
+
+def finish(
+    r: Run, result: Any, checkpoint: str | None, final: dict[str, float], eval_s: float, reused: bool
+) -> RunSummary:
+    """The completed summary: written, logged to W&B, printed."""
+    state, trainer = r.trainer.state, r.trainer
+    segments = trainer.clock.segments
+    steps, epochs = state.global_step, state.epoch or 0.0
+    runtime = sum(segments)
+    batch = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size
+    best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
+    summary = replace(
+        r.summary,
+        status="completed",
+        final=final,
+        best={
+            "metric": selection_metric(r.s),
+            "value": state.best_metric,
+            "checkpoint": state.best_model_checkpoint,
+            "step": best_step,
         },
-        "attention": {k: v.summary() for k, v in trainer.attention_stats.items()},
-        "learned": learned_values(model),
-        "train": {
-            "runtime_s": train_time,
-            "final_eval_runtime_s": eval_time,
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "train_loss": result.training_loss,
-            "examples_per_s": result.metrics.get("train_samples_per_second"),
-            "seconds_per_epoch": train_time / max(trainer.state.epoch or 1.0, 1e-9),
-        },
-        "history": trainer.state.log_history,
-        "run_dir": str(work_dir),
-    }
-    if trainer.is_world_process_zero():
+        attention={k: v.summary() for k, v in trainer.attention_stats.items()},
+        learned=learned_values(trainer.model),  # type: ignore[arg-type]
+        train=Timing(
+            runtime_s=runtime,
+            segments=segments,
+            steps=steps,
+            epochs=epochs,
+            train_loss=result.training_loss,
+            examples_per_s=steps * batch / runtime if steps and runtime > 0 else None,
+            seconds_per_epoch=runtime / epochs if epochs else None,
+            final_eval_runtime_s=eval_s,
+            final_eval_reused=reused,
+        ),
+        history=state.log_history,
+    )
+    if r.main:
         predictions = getattr(trainer, "last_predictions", {})
         for split, preds in predictions.items():
-            write_json(work_dir / ("predictions.json" if len(predictions) == 1 else f"predictions_{split}.json"), preds)
-        write_json(work_dir / "metrics.json", summary)
-        if wandb_run is not None:
-            log_prediction_table(wandb_run, trainer)
-            wandb_run.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
-            wandb_run.finish()
-        print(summary_table(s, summary))
+            name = "predictions.json" if len(predictions) == 1 else f"predictions_{split}.json"
+            write_json(r.work_dir / name, preds)
+        write_summary(r.work_dir, summary)
+        if not r.s.trainer.keep_checkpoints:
+            # The best model is in model/; the checkpoints (with their optimizer state, ~3x the weights)
+            # only served resuming, and the run is complete.
+            shutil.rmtree(r.work_dir / "checkpoints", ignore_errors=True)
+        if r.wandb is not None:
+            log_prediction_table(r.wandb, trainer)
+            r.wandb.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
+            r.wandb.finish()
+        print(summary_table(summary))
     return summary
+
+
+def stopped(r: Run, status: str, error: str) -> None:
+    """The one place a run that stops early is recorded: metrics.json (why, and how far it got) and W&B."""
+    if not r.main:
+        return
+    state, segments = r.trainer.state, r.trainer.clock.segments
+    timing = Timing(sum(segments), segments, state.global_step, state.epoch or 0.0, None, None, None, 0.0, False)
+    summary = replace(r.summary, status=status, error=error, train=timing, history=state.log_history)
+    write_summary(r.work_dir, summary)
+    if r.wandb is not None:
+        r.wandb.finish(exit_code=1)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def selection_metric(s: RunSettings) -> str:
+    """The metric that selects the checkpoint: the headline metric on the first eval split."""
+    return f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
+
+
+def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> RunSummary:
+    """The summary of a run that has not produced anything yet: what it is."""
+    t = s.attn.record
+    param = t.param
+    return RunSummary(
+        status="running",
+        task=s.task.name,
+        kind=s.task.kind,
+        metric=s.task.metric_for_best,
+        splits=list(s.task.eval_splits),
+        test_splits=list(s.task.test_splits),
+        attn=AttentionInfo(
+            name=s.attn_name,
+            transform=s.attn.transform,
+            param=param,
+            value=getattr(s.attn, param) if param else None,
+            learned=t.learned,
+            own_lr=s.trainer.attn_learning_rate if t.learned else None,
+            compiled=s.attn.compiled,
+        ),
+        model=s.model.name,
+        pretrained=s.model.pretrained,
+        seed=s.seed,
+        budget=Budget(
+            max_train_samples=s.trainer.max_train_samples,
+            epochs=float(s.trainer.epochs),
+            max_steps=s.trainer.max_steps,
+            max_seq_length=s.trainer.max_seq_length,
+            learning_rate=s.trainer.learning_rate,
+            batch_size=s.trainer.batch_size * s.trainer.gradient_accumulation_steps,
+            group_by_length=s.trainer.group_by_length,
+            max_eval_samples=s.trainer.max_eval_samples,
+        ),
+        run_dir=str(work_dir),
+        data=None
+        if data is None
+        else DataInfo(
+            source=data.source, fingerprint=data.fingerprint, origin=data.origin, sizes=data.sizes, dropped=data.dropped
+        ),
+    )
 
 
 def last_evaluation_if_best(state: Any) -> dict[str, float] | None:
     """The metrics of the evaluation at the final step when that step is also the best checkpoint.
 
-    Evaluating the best model again would then repeat the same computation (for SQuAD's full dev set,
-    minutes); the attention statistics and predictions kept by the trainer are from that evaluation too.
+    The attention statistics and predictions kept by the trainer are from that evaluation too.
     """
     best = state.best_model_checkpoint
     if not best or int(best.rsplit("-", 1)[-1]) != state.global_step:
@@ -177,24 +290,34 @@ def log_prediction_table(run: Any, trainer: Any, n: int = 20) -> None:
         run.log({f"predictions/{split}": wandb.Table(columns=["id", "question", "prediction", "gold"], data=rows)})
 
 
-def summary_table(s: RunSettings, summary: dict[str, Any]) -> str:
-    metrics = ("accuracy", "macro_f1") if s.task.kind == "classification" else ("exact_match", "f1")
-    head = f"{s.task.name} | attn={s.attn_name} | model={s.model.name} | seed={s.seed} | data={summary['data_source']}"
+def summary_table(summary: RunSummary) -> str:
+    metrics = ("accuracy", "macro_f1") if summary.kind == "classification" else ("exact_match", "f1")
+    data = summary.data.source if summary.data else "?"
+    head = f"{summary.task} | attn={summary.attn.label} | model={summary.model} | seed={summary.seed} | data={data}"
     rows = ["", head, f"{'split':<24} {metrics[0]:>11} {metrics[1]:>9} {'zeros':>7} {'support':>8} {'entropy':>8}"]
     nan = float("nan")
-    for split in s.task.eval_splits:
-        f = {k.removeprefix(f"eval_{split}_"): v for k, v in summary["final"].items()}
+    for split in summary.all_splits:
+        f = {k.removeprefix(f"eval_{split}_"): v for k, v in summary.final.items()}
         rows.append(
             f"{split:<24} {f.get(metrics[0], nan):>11.4f} {f.get(metrics[1], nan):>9.4f} "
             f"{f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
             f"{f.get('attn_entropy', nan):>8.3f}"
         )
-    t = summary["train"]
-    rows.append(
-        f"train: {t['steps']} steps, {t['runtime_s']:.0f} s, {t['examples_per_s'] or 0:.1f} examples/s; "
-        f"final evaluation {t['final_eval_runtime_s']:.0f} s"
-    )
-    rows.append(f"run dir: {summary['run_dir']}")
+    t = summary.train
+    assert t is not None
+    segments = f" in {len(t.segments)} segments" if len(t.segments) > 1 else ""
+    rows.append(f"train: {t.steps} steps, {t.runtime_s:.0f} s{segments}, {t.examples_per_s or 0:.1f} examples/s")
+    best = summary.best
+    if best.get("checkpoint"):
+        rows.append(
+            f"selected: {Path(best['checkpoint']).name} (step {best['step']}), {best['metric']} = {best['value']:.4f}"
+        )
+    if t.final_eval_reused:
+        tests = f"; test splits {t.final_eval_runtime_s:.0f} s" if summary.test_splits else ""
+        rows.append(f"final evaluation: the step-{best.get('step')} evaluation (the selected checkpoint) reused{tests}")
+    else:
+        rows.append(f"final evaluation: {t.final_eval_runtime_s:.0f} s")
+    rows.append(f"run dir: {summary.run_dir}")
     return "\n".join(rows)
 
 
@@ -206,7 +329,9 @@ def resume_dir(s: RunSettings, overrides: list[str]) -> Path | None:
     if isinstance(s.resume, str) and s.resume not in ("true", "True"):
         path = Path(s.resume)
         if last_complete_checkpoint(path / "checkpoints") is None:
-            raise ConfigError(f"resume={s.resume}: no checkpoint-* folder under {path / 'checkpoints'}")
+            done = (path / "metrics.json").exists() and '"status": "completed"' in (path / "metrics.json").read_text()
+            why = "the run completed (its model is in model/); nothing to resume" if done else "no checkpoint-* folder"
+            raise ConfigError(f"resume={s.resume}: {why} under {path / 'checkpoints'}")
         return path
     wanted = sorted(o for o in overrides if not o.startswith("resume="))
     for candidate in sorted(s.run_dir.parent.iterdir(), reverse=True):

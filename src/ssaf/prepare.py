@@ -11,7 +11,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ssaf.config import RunSettings
 from ssaf.data import load_task_data
 from ssaf.data.features import tokenize_split
-from ssaf.data.load import cap_split, resolve_source
+from ssaf.data.load import cap_split, fingerprint, resolve_source
 from ssaf.data.squad import load_squad_split, tokenize_squad
 from ssaf.training import ClassificationMetrics, QATrainer, SsafTrainer
 
@@ -19,20 +19,22 @@ from ssaf.training import ClassificationMetrics, QATrainer, SsafTrainer
 @dataclass
 class Prepared:
     train: datasets.Dataset
-    evals: dict[str, datasets.Dataset]
+    evals: dict[str, datasets.Dataset]  # evaluated during training (the first selects the checkpoint)
     trainer_cls: type[SsafTrainer]
     trainer_kwargs: dict[str, Any]
     example: tuple[str, str | None]  # (text_a, text_b) drawn in the attention heatmap
     source: str
     origin: dict[str, str]
     sizes: dict[str, int]
+    fingerprint: str  # the data itself (see ssaf.data.load.fingerprint)
     dropped: dict[str, Any] = field(default_factory=dict)
+    tests: dict[str, datasets.Dataset] = field(default_factory=dict)  # evaluated once, on the selected model
 
 
 def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     t = s.trainer
     data = load_task_data(
-        s.task, s.data.source, s.data.dir, (s.task.train_split, *s.task.eval_splits),
+        s.task, s.data.source, s.data.dir, (s.task.train_split, *s.task.eval_splits, *s.task.test_splits),
         t.max_train_samples, t.max_eval_samples, seed=s.seed,
     )  # fmt: skip
     tokenized = {k: tokenize_split(v, tokenizer, t.max_seq_length) for k, v in data.splits.items()}
@@ -40,6 +42,7 @@ def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -
     return Prepared(
         train=tokenized[s.task.train_split],
         evals={k: tokenized[k] for k in s.task.eval_splits},
+        tests={k: tokenized[k] for k in s.task.test_splits},
         trainer_cls=SsafTrainer,
         trainer_kwargs={
             "compute_metrics": ClassificationMetrics(),
@@ -49,6 +52,7 @@ def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -
         source=data.source,
         origin=data.origin,
         sizes=data.sizes(),
+        fingerprint=data.fingerprint,
         dropped=data.dropped,
     )
 
@@ -61,9 +65,11 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         raise ValueError(
             f"task.extra.doc_stride={stride} must be below half of trainer.max_seq_length={t.max_seq_length}"
         )
-    origin, sizes, dropped, examples = {}, {}, {}, {}
+    if s.task.test_splits:
+        raise ValueError(f"task {s.task.name}: test splits are not supported for QA yet; set task.test_splits=[]")
+    origin, sizes, dropped, examples, versions = {}, {}, {}, {}, {}
     for split in (s.task.train_split, *s.task.eval_splits):
-        ds, report, where = load_squad_split(source, s.data.dir, split)
+        ds, report, where, versions[split] = load_squad_split(source, s.data.dir, split, s.task.hub)
         train = split == s.task.train_split
         ds = cap_split(ds, t.max_train_samples if train else t.max_eval_samples, s.seed if train else None, split)
         examples[split], origin[split], sizes[split], dropped[split] = ds, where, len(ds), report.as_dict()
@@ -86,6 +92,7 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         source=source,
         origin=origin,
         sizes={**sizes, "train_windows": len(train), **{f"{k}_windows": len(v) for k, v in evals.items()}},
+        fingerprint=fingerprint(source, versions),
         dropped=dropped,
     )
 

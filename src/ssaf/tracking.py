@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import netrc
@@ -158,7 +157,9 @@ def git_sha() -> str | None:
         return None
 
 
-def run_info(data_source: str, data_origin: dict[str, str], sizes: dict[str, int], dropped: dict[str, int]) -> dict:
+def run_info(
+    data_source: str, data_origin: dict[str, str], sizes: dict[str, int], dropped: dict[str, Any], fingerprint: str
+) -> dict:
     packages = ["torch", "transformers", "datasets", "evaluate", "hydra-core", "wandb", "accelerate", "ssaf"]
     versions: dict[str, str | None] = {}
     for p in packages:
@@ -173,13 +174,12 @@ def run_info(data_source: str, data_origin: dict[str, str], sizes: dict[str, int
         "packages": versions,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "torch_threads": torch.get_num_threads(),
-        "data": {"source": data_source, "origin": data_origin, "sizes": sizes, "dropped_without_gold": dropped},
+        "data": {
+            "source": data_source,
+            "fingerprint": fingerprint,
+            "origin": data_origin,
+            "sizes": sizes,
+            "dropped_without_gold": dropped,
+        },
         "command": " ".join(sys.argv),
     }
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)  # atomic: a crash never leaves half a file

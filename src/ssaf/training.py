@@ -40,6 +40,7 @@ class TrainerSettings:
     eval_every: int = 500
     report_every: int = 50
     save_total_limit: int = 2
+    keep_checkpoints: bool = False  # after a run completes; resume needs them only while it is unfinished
     stats_every_eval: bool = True
     stats_sample_every: int = 1
     max_train_samples: int | None = None
@@ -148,6 +149,41 @@ def own_learning_rate(optimizer: torch.optim.Optimizer, params: list[torch.nn.Pa
     optimizer.add_param_group({"params": params, "lr": lr, "weight_decay": 0.0})
 
 
+TIMING = "ssaf_timing.json"  # in each checkpoint: the training wall time up to it, per process segment
+
+
+class TrainingClock:
+    """The wall time of training, across the processes of a resumed run.
+
+    Each saved checkpoint records the segments so far (the earlier processes' time up to the checkpoint
+    they were resumed from, then this process's own); a run resumed from it starts from that record, so
+    the total counts the training that produced the model once, whatever was interrupted and redone.
+    """
+
+    def __init__(self, earlier: list[float] | None = None) -> None:
+        self.earlier = list(earlier or [])
+        self.started = time.time()
+
+    @classmethod
+    def resumed_from(cls, checkpoint: str | None) -> TrainingClock:
+        if checkpoint is None:
+            return cls()
+        try:
+            return cls(json.loads((Path(checkpoint) / TIMING).read_text())["segments"])
+        except (OSError, ValueError, KeyError):  # a checkpoint of an older ssaf: its time is unknown
+            logging.getLogger(__name__).warning(
+                "%s has no %s: the training time before it is not counted", checkpoint, TIMING
+            )
+            return cls()
+
+    @property
+    def segments(self) -> list[float]:
+        return [*self.earlier, time.time() - self.started]
+
+    def write(self, folder: Path) -> None:
+        (folder / TIMING).write_text(json.dumps({"segments": self.segments}))
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised inside the training step, before the optimiser step, so the last checkpoint stays good."""
 
@@ -175,6 +211,7 @@ class SsafTrainer(Trainer):
         self.record_stats, self.stats_sample_every = record_stats, stats_sample_every
         self.attn_learning_rate = attn_learning_rate
         self.attention_stats: dict[str, AttentionStats] = {}  # eval prefix -> stats of the last evaluation
+        self.clock = TrainingClock()  # the pipeline sets one that counts the earlier segments of a resumed run
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         fresh = self.optimizer is None  # transformers returns an existing optimiser as it is
@@ -183,6 +220,12 @@ class SsafTrainer(Trainer):
             target: Any = self.model if model is None else model
             own_learning_rate(optimizer, list(learned_parameters(target).values()), self.attn_learning_rate)
         return optimizer
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        folder = Path(str(self.args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.is_world_process_zero() and folder.is_dir():
+            self.clock.write(folder)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         try:

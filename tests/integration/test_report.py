@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from ssaf.config import settings
+from ssaf.pipeline import identity
 from ssaf.report import best_param, differences, find_run_dirs, group_runs, load_run, write_report
+from ssaf.summary import Budget, DataInfo, Timing, write_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -24,27 +27,34 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def fake_run(
     root: Path, name: str, attn: str, lam: float, seed: int, acc: float | None, zeros=0.5, status="completed",
-    task="sst2", more: dict | None = None,
+    task="sst2", more: dict | None = None, budget: dict | None = None, own_lr: float | None = None,
+    data: str = "local:abc",
 ):  # fmt: skip
-    """A run directory as train.py writes it, with known numbers (``more``: further final metrics)."""
+    """A run directory as train.py writes it (its RunSummary), with known numbers (``more``: further final
+    metrics; ``budget``: caps that differ from conf/trainer/default.yaml)."""
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"task={task}", f"attn={attn}", f"attn.lam={lam}", f"seed={seed}"])
-    from omegaconf import OmegaConf
-
-    (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (d / ".hydra" / "config.yaml").write_text("{}\n")
     if acc is None:
         return d  # crashed before writing metrics
-    metrics = {
-        "status": status,
-        "error": "loss is nan at step 3" if status == "failed" else None,
-        "final": {"eval_validation_accuracy": acc, "eval_validation_attn_zero_fraction": zeros, **(more or {})},
-        "attention": {"eval_validation": {"zero_fraction": [[zeros, zeros], [zeros / 2, zeros / 2]]}},
-        "train": {"seconds_per_epoch": 100.0 + seed},
-        "history": [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)],
-    }
-    (d / "metrics.json").write_text(json.dumps(metrics))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={task}", f"attn={attn}", f"attn.lam={lam}", f"seed={seed}"])
+    s = settings(cfg, d)
+    summary = identity(s, d)
+    caps = {**summary.budget.__dict__, **(budget or {})}
+    summary = replace(
+        summary,
+        status=status,
+        error="loss is nan at step 3" if status == "failed" else None,
+        budget=Budget(**caps),
+        attn=replace(summary.attn, own_lr=own_lr if summary.attn.learned else None),
+        data=DataInfo(source=data.split(":")[0], fingerprint=data),
+        final={"eval_validation_accuracy": acc, "eval_validation_attn_zero_fraction": zeros, **(more or {})},
+        attention={"eval_validation": {"zero_fraction": [[zeros, zeros], [zeros / 2, zeros / 2]]}},
+        train=Timing(100.0 + seed, [100.0 + seed], 3, 1.0, 0.5, 10.0, 100.0 + seed, 1.0, False),
+        history=[{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)],
+    )
+    write_summary(d, summary)
     return d
 
 
@@ -61,22 +71,22 @@ def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
     result = write_report([runs], out)
     table = result["table"]
     # sparse lam=-2: accuracy mean 82.00, sample std 2.83 over 2 seeds; zero fraction 0.650 +- 0.071
-    setup = "all train ex, 3 ep, len 128, lr 2e-05"  # conf/trainer/default.yaml
+    setup = "all train ex, 3 ep, len 128, lr 2e-05, batch 16"  # conf/trainer/default.yaml
     # -4.00 points with stds 2.83 / 1.41: not beyond 2 std, so not significant
     assert (
         f"| sst2 | minilm | yes | {setup} | sparse | -2.0 | validation accuracy | 82.00 ± 2.83 | 2 | -4.00 (n.s.) "
-        "| 0.650 ± 0.071 | 102 ± 1 |" in table
+        "| 0.156 (2 pairs) | 0.650 ± 0.071 | 102 ± 1 |" in table
     )
     assert (
         f"| sst2 | minilm | yes | {setup} | sparse | 0.0 | validation accuracy | 90.00 | 1 | "
-        "+4.00 (untested: < 2 seeds) | 0.900 | 101 |" in table
+        "+4.00 (untested: < 2 seeds) | - | 0.900 | 101 |" in table
     )
-    assert (
-        f"| sst2 | minilm | yes | {setup} | softmax | - | validation accuracy | 86.00 ± 1.41 | 2 | - | 0.000 ± 0.000 |"
-        in table
-    )
+    softmax = f"| sst2 | minilm | yes | {setup} | softmax | - | validation accuracy | 86.00 ± 1.41 | 2 |"
+    assert f"{softmax} - | - | 0.000 ± 0.000 |" in table
     assert "**2 run(s) without results**" in table
     assert "crashed" in table and "no metrics.json" in table and "loss is nan" in table
+    # seeds 1 and 2 of both: paired differences -5 and -3 points, t = -4 with 1 degree of freedom
+    assert "-4.00 (n.s.) | 0.156 (2 pairs) |" in table
     for name in ("metric_vs_param", "sparsity_by_layer", "training_curves", "time_per_epoch", "vs_softmax"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000, name
@@ -91,18 +101,20 @@ def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_pat
         fake_run(runs, f"soft{seed}", "softmax", 0.0, seed, soft)
         fake_run(runs, f"sparse{seed}", "sparse", -1.0, seed, sparse)
     # The same attention at another training budget is another row, never averaged with these.
-    small = fake_run(runs, "small", "sparse", -1.0, 1, 0.5)
-    cfg = (small / ".hydra" / "config.yaml").read_text().replace("max_train_samples: null", "max_train_samples: 100")
-    (small / ".hydra" / "config.yaml").write_text(cfg)
+    fake_run(runs, "small", "sparse", -1.0, 1, 0.5, budget={"max_train_samples": 100})
     result = write_report([runs], tmp_path / "report")
     table, grid = result["table"], result["grid"]
-    assert "| 90.10 ± 0.10 | 3 | +5.00 (> 2 std) |" in table
-    assert "| 100 train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |" in table
+    assert "| 90.10 ± 0.10 | 3 | +5.00 (> 2 std) | 0.000 (3 pairs) |" in table
+    assert (
+        "| 100 train ex, 3 ep, len 128, lr 2e-05, batch 16 | sparse | -1.0 | validation accuracy | 50.00 | 1 | - |"
+        in table
+    )
     # the task x attention grid: the same comparison, one row per budget, an empty cell where nothing ran
     assert grid.splitlines()[0] == "| task | model | pre-trained | metric | softmax | sparse -1 |"
-    setup = "all train ex, 3 ep, len 128, lr 2e-05"
-    assert f"| sst2 ({setup}) | minilm | yes | validation accuracy | 85.10 ± 0.10 (3) | 90.10 ± 0.10 (3) * |" in grid
-    small_row = "| sst2 (100 train ex, 3 ep, len 128, lr 2e-05) | minilm | yes | validation accuracy |  | 50.00 (1) |"
+    setup = "all train ex, 3 ep, len 128, lr 2e-05, batch 16"
+    row = "| minilm | yes | validation accuracy |"
+    assert f"| sst2 ({setup}; data local:abc) {row} 85.10 ± 0.10 (3) | 90.10 ± 0.10 (3) * |" in grid
+    small_row = f"| sst2 (100 train ex, 3 ep, len 128, lr 2e-05, batch 16; data local:abc) {row}  | 50.00 (1) |"
     assert small_row in grid
     assert grid in (tmp_path / "report" / "report.md").read_text()
 
@@ -112,9 +124,7 @@ def test_a_learned_attention_at_its_own_learning_rate_is_its_own_column_against_
     for seed in (1, 2):
         fake_run(runs, f"soft{seed}", "softmax", 0.0, seed, 0.85)
         fake_run(runs, f"same{seed}", "learned_alpha", 0.0, seed, 0.80)
-        own = fake_run(runs, f"own{seed}", "learned_alpha", 0.0, seed, 0.88 + seed / 100)
-        cfg = (own / ".hydra" / "config.yaml").read_text()
-        (own / ".hydra" / "config.yaml").write_text(cfg.replace("attn_learning_rate: null", "attn_learning_rate: 0.01"))
+        fake_run(runs, f"own{seed}", "learned_alpha", 0.0, seed, 0.88 + seed / 100, own_lr=0.01)
     grid = write_report([runs], tmp_path / "report")["grid"]
     assert (
         grid.splitlines()[0]
@@ -140,24 +150,25 @@ def test_every_evaluation_split_gets_its_own_row(tmp_path):
     row = "| semeval | minilm | yes |"
     assert f"{row} test accuracy | 61.00 ± 1.41 (2) |  | 71.00 ± 1.41 (2) * |" in grid
     assert f"{row} validation accuracy | 80.00 ± 0.00 (2) | 90.00 (1) | 81.00 ± 0.00 (2) * |" in grid
-    sparse = "| semeval | minilm | yes | all train ex, 3 ep, len 128, lr 2e-05 | sparse | -1.0 |"
-    assert f"{sparse} validation accuracy | 81.00 ± 0.00 | 2 | +1.00 (> 2 std) | 0.500 ± 0.000 |" in table
-    assert f"{sparse} test accuracy | 71.00 ± 1.41 | 2 | +10.00 (> 2 std) | 0.375 ± 0.177 |" in table
+    sparse = "| semeval | minilm | yes | all train ex, 3 ep, len 128, lr 2e-05, batch 16 | sparse | -1.0 |"
+    assert (
+        f"{sparse} validation accuracy | 81.00 ± 0.00 | 2 | +1.00 (> 2 std) | 0.000 (2 pairs) | 0.500 ± 0.000 |"
+        in table
+    )
+    assert f"{sparse} test accuracy | 71.00 ± 1.41 | 2 | +10.00 (> 2 std) | 0.000 (2 pairs) | 0.375 ± 0.177 |" in table
     assert "| softmax | - | test accuracy | 61.00 ± 1.41 | 2 | - |" in table
     assert "| sparse | -2.0 | test accuracy | - | 0 | - | - |" in table
     groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
     assert best_param(groups, "sparse") == -2.0  # chosen on the dev split (90 > 81), not on test
     diffs = {name: (round(d, 6), round(half, 6), n) for name, d, half, n in differences(groups)}
-    assert diffs["semeval sparse -1.0, test"] == (10.0, round(2 * 100 * 0.0002**0.5, 6), 2)  # 2 x std of 0.70, 0.72
-    assert diffs["semeval sparse -2.0, validation"][::2] == (10.0, 1) and math.isnan(
-        diffs["semeval sparse -2.0, validation"][1]
+    assert diffs["semeval sparse -1, test"] == (10.0, round(2 * 100 * 0.0002**0.5, 6), 2)  # 2 x std of 0.70, 0.72
+    assert diffs["semeval sparse -2, validation"][::2] == (10.0, 1) and math.isnan(
+        diffs["semeval sparse -2, validation"][1]
     )  # one seed: no threshold
-    assert "semeval sparse -2.0, test" not in diffs  # no test result, no bar
+    assert "semeval sparse -2, test" not in diffs  # no test result, no bar
     fake_run(runs, "softmax3", "softmax", 0.0, 3, 0.80, task="semeval")  # 3 softmax seeds vs 1 sparse -2 seed
     groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
-    assert math.isnan(
-        next(half for name, _, half, _ in differences(groups) if name == "semeval sparse -2.0, validation")
-    )
+    assert math.isnan(next(half for name, _, half, _ in differences(groups) if name == "semeval sparse -2, validation"))
 
 
 def test_a_rerun_of_the_same_configuration_and_seed_is_counted_once(tmp_path):
@@ -181,11 +192,9 @@ def test_best_param_picks_the_sweeps_best_mean_and_refuses_mixed_sweeps(tmp_path
     r = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr  # mean 86 beats -2's 85 and -1's 84
     assert best_param(group_runs([load_run(d) for d in find_run_dirs([runs])]), "sparse") == 0.0
-    small = fake_run(runs, "small", "sparse", -1.0, 1, 0.95)
-    cfg = (small / ".hydra" / "config.yaml").read_text().replace("max_train_samples: null", "max_train_samples: 100")
-    (small / ".hydra" / "config.yaml").write_text(cfg)
+    fake_run(runs, "small", "sparse", -1.0, 1, 0.95, budget={"max_train_samples": 100})
     r = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "span 2 task/model/setup combinations" in r.stderr
+    assert r.returncode != 0 and "span 2 task/model/data/budget settings" in r.stderr
     r = subprocess.run([*cli[:-1], "entmax"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "no completed 'entmax' runs" in r.stderr
 
@@ -234,8 +243,10 @@ def test_multirun_runs_every_job_and_lists_the_failed_one(tmp_path):
     failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
     assert len(failed) == 1 and failed[0].rstrip().endswith("attn=sparse attn.lam=1.5")
     assert "ConfigError: attn.lam must be finite and < 1, got 1.5" in out
-    done = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
-    assert len(done) == 2, f"the jobs after the failing one still ran: {done}"
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in tmp_path.glob("*/metrics.json")}
+    assert status == {"0_sst2_sparse": "completed", "1_sst2_sparse": "rejected", "2_sst2_sparse": "completed"}, (
+        "the jobs after the failing one still ran, and the rejected one's folder says so"
+    )
     summary = json.loads((tmp_path / "multirun_summary.json").read_text())
     assert [j["status"] for j in summary] == ["completed", "failed", "completed"]
 
@@ -271,14 +282,16 @@ echo "RUN ${*:3}" >> "$LOG"
 
 
 def reproduce(tmp_path: Path, *stages: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Run scripts/reproduce.sh with a stub python; returns the result and the logged commands."""
+    """Run scripts/reproduce_cpu_scale.sh with a stub python; returns the result and the logged commands."""
     stub, log = tmp_path / "py", tmp_path / "log"
     stub.write_text(STUB)
     stub.chmod(0o755)
     log.write_text("")
     env = {**os.environ, "PYTHON": str(stub), "LOG": str(log), "SSAF_DATA_DIR": str(tmp_path),
            "STUDY_DIR": str(tmp_path / "study"), "REPORT_DIR": str(tmp_path / "report"), **env}  # fmt: skip
-    r = subprocess.run(["bash", "scripts/reproduce.sh", *stages], cwd=ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        ["bash", "scripts/reproduce_cpu_scale.sh", *stages], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     return r, log.read_text().splitlines()
 
 

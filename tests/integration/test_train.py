@@ -114,7 +114,7 @@ def read(run_dir: Path) -> dict:
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_and_attention_trains_and_evaluates(task, attn, tmp_path):
     summary = run(cfg(f"task={task}", f"attn={attn}", *MICRO), tmp_path)
-    assert summary["status"] == "completed" and summary["train"]["steps"] == 2
+    assert summary.status == "completed" and summary.train.steps == 2
     m = read(tmp_path)
     for split in cfg(f"task={task}").task.eval_splits:
         if task == "squad":
@@ -133,14 +133,14 @@ def test_every_task_and_attention_trains_and_evaluates(task, attn, tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_preset_trains_a_couple_of_steps(experiment, tmp_path):
     summary = run(cfg(f"experiment={experiment}", *MICRO), tmp_path)
-    assert summary["status"] == "completed"
+    assert summary.status == "completed"
 
 
 def test_sparse_attention_is_measured_sparse_on_the_packaged_model(tmp_path):
     overrides = [o for o in MICRO if o != "model=tiny"] + ["attn.lam=-1", "trainer.max_seq_length=32"]
     summary = run(cfg("attn=sparse", *overrides), tmp_path)
-    assert summary["final"]["eval_validation_attn_zero_fraction"] > 0.2
-    assert summary["model"] == "minilm"
+    assert summary.final["eval_validation_attn_zero_fraction"] > 0.2
+    assert summary.model == "minilm"
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -183,11 +183,12 @@ def test_a_failed_or_interrupted_last_evaluation_saves_the_model_and_resume_eval
     checkpoint = tmp_path / "checkpoints" / "checkpoint-6"
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 6
     monkeypatch.undo()  # the cause fixed, the run continues from that checkpoint, evaluating it first
-    summary = run(cfg(*MICRO, "trainer.max_steps=6", f"resume={tmp_path}"), tmp_path / "again")
-    assert summary["status"] == "completed" and summary["train"]["steps"] == 6 and summary["run_dir"] == str(tmp_path)
-    key = summary["best"]["metric"]
-    evaluated = {h["step"]: h[key] for h in summary["history"] if key in h}
-    assert sorted(evaluated) == [2, 4, 6] and summary["best"]["value"] == max(evaluated.values())
+    resumed = cfg(*MICRO, "trainer.max_steps=6", f"resume={tmp_path}", "trainer.keep_checkpoints=true")
+    summary = run(resumed, tmp_path / "again")
+    assert summary.status == "completed" and summary.train.steps == 6 and summary.run_dir == str(tmp_path)
+    key = summary.best["metric"]
+    evaluated = {h["step"]: h[key] for h in summary.history if key in h}
+    assert sorted(evaluated) == [2, 4, 6] and summary.best["value"] == max(evaluated.values())
     assert not (checkpoint / "ssaf_unevaluated").exists()
 
 
@@ -207,7 +208,7 @@ def test_a_failed_final_evaluation_keeps_the_trained_model_and_says_where(tmp_pa
     with pytest.raises(RuntimeError, match=r"evaluation failed \(MemoryError: out of memory.*the trained model is in"):
         run(cfg(*MICRO), tmp_path)
     m = read(tmp_path)
-    assert m["status"] == "failed" and "MemoryError" in m["error"] and m["train_runtime_s"] > 0
+    assert m["status"] == "failed" and "MemoryError" in m["error"] and m["train"]["runtime_s"] > 0
     assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "model" / "model.safetensors").exists()
 
 
@@ -217,7 +218,7 @@ def test_learned_alpha_and_lam_move_at_their_own_learning_rate_and_only_then(att
     for attn_lr in ("null", "0.5"):
         out = tmp_path / attn_lr
         summary = run(cfg(f"attn={attn}", *MICRO, "trainer.max_steps=4", f"trainer.attn_learning_rate={attn_lr}"), out)
-        moved[attn_lr] = max(abs(v - init) for layer in summary["learned"][name] for v in layer)
+        moved[attn_lr] = max(abs(v - init) for layer in summary.learned[name] for v in layer)
     # At the model's rate (2e-5, 4 steps with warm-up) Adam moves them by ~1e-5; at 0.5 by orders more.
     assert moved["null"] < 1e-3 < 1e-2 < moved["0.5"], moved
 
@@ -257,11 +258,18 @@ def test_the_attention_learning_rate_gets_its_own_undecayed_group_and_the_same_s
 def test_resuming_with_another_attention_learning_rate_says_which_setting_to_use(tmp_path):
     import shutil
 
-    run(cfg("attn=learned_alpha", *MICRO, "trainer.max_steps=4"), tmp_path)
+    run(cfg("attn=learned_alpha", *MICRO, "trainer.max_steps=4", "trainer.keep_checkpoints=true"), tmp_path)
     shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")  # resume from step 2, with its optimiser state
     with pytest.raises(ValueError, match=r"does not fit this run's parameter groups.*trainer.attn_learning_rate"):
         run(cfg("attn=learned_alpha", *MICRO, "trainer.max_steps=4", "trainer.attn_learning_rate=0.1",
                 f"resume={tmp_path}"), tmp_path / "again")  # fmt: skip
+
+
+def test_a_completed_run_keeps_its_model_not_its_checkpoints(tmp_path):
+    run(cfg(*MICRO), tmp_path)
+    assert (tmp_path / "model" / "model.safetensors").exists() and not (tmp_path / "checkpoints").exists()
+    with pytest.raises(ConfigError, match=r"the run completed \(its model is in model/\); nothing to resume"):
+        run(cfg(*MICRO, f"resume={tmp_path}"), tmp_path / "again")
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -308,7 +316,8 @@ def test_wandb_auto_without_a_key_goes_offline_without_prompting(tmp_path):
 
 
 def test_resume_after_sigkill_ends_with_the_same_metrics(tmp_path):
-    args = ["experiment=smoke", "trainer.max_steps=8", "trainer.eval_every=2", "trainer.save_total_limit=10"]
+    args = ["experiment=smoke", "trainer.max_steps=8", "trainer.eval_every=2", "trainer.save_total_limit=10",
+            "trainer.keep_checkpoints=true"]  # fmt: skip
     straight = tmp_path / "straight"
     r = run_cli(*args, f"hydra.run.dir={straight}")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -327,7 +336,7 @@ def test_resume_after_sigkill_ends_with_the_same_metrics(tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "metrics.json").exists()
+    assert read(killed)["status"] == "running", "a killed run says it never finished"
 
     r = run_cli(*args, "resume=true", f"hydra.run.dir={tmp_path / 'runs' / 'b'}")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -336,6 +345,24 @@ def test_resume_after_sigkill_ends_with_the_same_metrics(tmp_path):
         if "runtime" in key or "per_second" in key:
             continue
         assert b["final"][key] == pytest.approx(value, abs=1e-6), key
+    # the record counts the training up to checkpoint-4 (or later) and the resumed part, once each
+    segments = b["train"]["segments"]
+    assert len(segments) == 2 and b["train"]["runtime_s"] == pytest.approx(sum(segments))
+    assert b["train"]["steps"] == 8 and b["train"]["examples_per_s"] > 0
+
+
+def test_resuming_a_finished_run_keeps_its_timing(tmp_path):
+    args = ["experiment=smoke", "trainer.max_steps=4", "trainer.eval_every=2", "trainer.keep_checkpoints=true"]
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'runs' / 'a'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = read(tmp_path / "runs" / "a")["train"]
+    r = run_cli(*args, "resume=true", f"hydra.run.dir={tmp_path / 'runs' / 'b'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = read(tmp_path / "runs" / "a")["train"]
+    assert again["steps"] == first["steps"] == 4
+    assert len(again["segments"]) == 2 and again["segments"][0] == pytest.approx(first["runtime_s"], rel=0.2)
+    assert again["runtime_s"] >= first["segments"][0] and again["examples_per_s"] > 0
+    assert again["seconds_per_epoch"] == pytest.approx(again["runtime_s"] / again["epochs"])
 
 
 def test_resume_true_without_an_earlier_run_says_so(tmp_path):

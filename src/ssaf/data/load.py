@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -13,7 +14,7 @@ import datasets
 from ssaf.data.errors import DataError
 from ssaf.data.hub import read_hub_split
 from ssaf.data.local import Row, read_local_split
-from ssaf.data.sample import sample_split
+from ssaf.data.sample import SAMPLE_VERSION, sample_split
 from ssaf.data.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,29 @@ class TaskData:
     source: str  # local | hub | sample
     origin: dict[str, str] = field(default_factory=dict)  # split -> file path or hub id
     dropped: dict[str, int] = field(default_factory=dict)  # split -> rows without a gold label
+    versions: dict[str, str] = field(default_factory=dict)  # split -> what identifies its data (see fingerprint)
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.source, self.versions)
+
+
+def file_version(path: Path) -> str:
+    """A local file by its content (sha256), so that runs on different copies of "the same" data are told apart."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def fingerprint(source: str, versions: dict[str, str]) -> str:
+    """One short id for the data of a run: ``<source>:<hash of each split's version>``."""
+    h = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(versions.items())).encode())
+    return f"{source}:{h.hexdigest()[:12]}"
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -68,19 +89,19 @@ def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
 
 
 def to_dataset(rows: list[Row], task: TaskSpec, where: str) -> tuple[datasets.Dataset, int]:
-    """Rows -> dataset with integer labels in the task's order; rows labelled '-' (no gold) are dropped."""
+    """Rows -> dataset with integer labels in the task's order; rows labelled '-' (no gold) are dropped.
+
+    Labels arrive as names (the readers map each format's own ids to names) and are matched by name only.
+    """
     index = {name: i for i, name in enumerate(task.labels)}
     a, b, y, dropped = [], [], [], 0
     for line, (ta, tb, name) in enumerate(rows, start=1):
         if name == "-":
             dropped += 1
             continue
-        if name in index:
-            label = index[name]
-        elif name.isdigit() and int(name) < len(task.labels):
-            label = int(name)  # numeric labels (GLUE SST-2 0/1) follow the task's label order
-        else:
+        if name not in index:
             raise DataError(f"{where}: row {line}: unknown label {name!r}; task {task.name} labels: {task.labels}")
+        label = index[name]
         if task.pair and tb is None:
             raise DataError(f"{where}: row {line}: task {task.name} needs a text pair, the row has one text")
         a.append(ta)
@@ -121,12 +142,14 @@ def load_task_data(
         if resolved == "local":
             assert data_dir is not None
             rows, path = read_local_split(Path(data_dir), task.local, split, task.labels)
-            where = str(path)
+            where, version = str(path), file_version(path)
         elif resolved == "hub":
-            assert task.hub is not None
-            rows, where = read_hub_split(task, split), f"hub:{task.hub.path}/{task.hub.name or ''}:{split}"
+            rows, version = read_hub_split(task, split)
+            where = f"hub:{version.rsplit('@', 1)[0]}"
         else:
             rows, where = sample_split(task.name, task.labels, task.pair, split), f"sample:{task.name}/{split}"
+            version = f"{where}/v{SAMPLE_VERSION}"
+        out.versions[split] = version
         ds, dropped = to_dataset(rows, task, where)
         if dropped:
             log.warning("%s: dropped %d rows without a gold label ('-')", where, dropped)

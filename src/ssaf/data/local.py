@@ -43,8 +43,11 @@ def _malformed(path: Path, line: int, why: str) -> DataError:
     return DataError(f"{path}:{line}: {why}")
 
 
-def read_glue_single(path: Path) -> Iterator[Row]:
-    """GLUE single-sentence TSV with a header ``sentence<TAB>label`` (label 0/1 = the task's labels)."""
+GLUE_SST2_LABELS = {"0": "negative", "1": "positive"}  # GLUE's ids for SST-2
+
+
+def read_glue_sst2(path: Path) -> Iterator[Row]:
+    """GLUE SST-2 TSV with a header ``sentence<TAB>label``; GLUE's label ids 0/1 are negative/positive."""
     rows = _tsv(path)
     _, header = next(rows, (0, []))
     if "sentence" not in header or "label" not in header:
@@ -53,7 +56,10 @@ def read_glue_single(path: Path) -> Iterator[Row]:
     for line, row in rows:
         if len(row) != len(header):
             raise _malformed(path, line, f"expected {len(header)} tab-separated fields, got {len(row)}")
-        yield row[si].strip(), None, row[li].strip()
+        raw = row[li].strip()
+        if raw not in GLUE_SST2_LABELS:
+            raise _malformed(path, line, f"unknown SST-2 label {raw!r}; GLUE uses 0 (negative) and 1 (positive)")
+        yield row[si].strip(), None, GLUE_SST2_LABELS[raw]
 
 
 def read_glue_pair(path: Path) -> Iterator[Row]:
@@ -87,7 +93,8 @@ def read_jsonl_pair(path: Path) -> Iterator[Row]:
 
 
 def read_stsa(labels: tuple[str, ...]) -> Callable[[Path], Iterator[Row]]:
-    """SST ``stsa.*`` files: ``<label index> <sentence>`` per line."""
+    """SST ``stsa.*`` files: ``<label index> <sentence>`` per line, indices in the order of ``labels``
+    (binary: 0 negative, 1 positive; fine: 0 very negative ... 4 very positive, as the files define them)."""
 
     def read(path: Path) -> Iterator[Row]:
         with open_text(path) as f:
@@ -174,7 +181,15 @@ LAYOUTS: dict[str, Callable[[tuple[str, ...]], Layout]] = {
             "train": ("sst2/train.tsv", "sst2/train.tsv.gz", "SST-2/train.tsv"),
             "validation": ("sst2/dev.tsv", "sst2/dev.tsv.gz", "SST-2/dev.tsv"),
         },
-        read_glue_single,
+        read_glue_sst2,
+    ),
+    "stsa_binary": lambda labels: Layout(
+        {
+            "train": ("sst_sentences/stsa.binary.train", "sst2_sentences/stsa.binary.train"),
+            "validation": ("sst_sentences/stsa.binary.dev", "sst2_sentences/stsa.binary.dev"),
+            "test": ("sst_sentences/stsa.binary.test", "sst2_sentences/stsa.binary.test"),
+        },
+        read_stsa(labels),
     ),
     "stsa_fine": lambda labels: Layout(
         {

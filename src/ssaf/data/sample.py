@@ -12,6 +12,7 @@ import random
 from ssaf.data.local import Row
 
 SIZES = {"train": 480, "validation": 120, "test": 120}
+SAMPLE_VERSION = 1  # bump when the generated rows change: it is part of the data's fingerprint
 
 _POS = ["wonderful", "moving", "brilliant", "funny", "charming", "gripping", "beautiful", "smart"]
 _NEG = ["dull", "boring", "clumsy", "tedious", "lifeless", "painful", "shallow", "messy"]

@@ -17,7 +17,10 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from ssaf.data.errors import DataError
+from ssaf.data.load import file_version
 from ssaf.data.local import find_split_file, open_text
+from ssaf.data.sample import SAMPLE_VERSION
+from ssaf.data.spec import HubSource
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +121,22 @@ def read_squad_file(path: Path) -> list[dict]:
         raise DataError(f"{path}: not SQuAD JSON ({{'data': [{{'paragraphs': ...}}]}}): {e}") from e
 
 
-def load_squad_split(source: str, data_dir: str | None, split: str) -> tuple[datasets.Dataset, SquadReport, str]:
-    """One split as a dataset of questions (id, title, context, question, answers)."""
+def load_squad_split(
+    source: str, data_dir: str | None, split: str, hub_source: HubSource | None = None
+) -> tuple[datasets.Dataset, SquadReport, str, str]:
+    """One split as a dataset of questions (id, title, context, question, answers), where it came from, and
+    what identifies its data (a file hash, or the hub id and revision)."""
     if source == "local":
         assert data_dir is not None
         path = find_split_file(Path(data_dir), PATHS, split)
         rows, report = squad_rows(read_squad_file(path), str(path))
-        where = str(path)
+        where, version = str(path), file_version(path)
     elif source == "hub":
-        hub = datasets.load_dataset("rajpurkar/squad", split="train" if split == "train" else "validation")
+        if hub_source is None or split not in hub_source.splits:
+            mapped = hub_source.splits if hub_source else {}
+            raise DataError(f"task squad: no hub split for {split!r}; task.hub.splits maps {mapped}")
+        hub = datasets.load_dataset(hub_source.path, hub_source.name, split=hub_source.splits[split])
+        version = f"{hub_source.path}:{hub_source.splits[split]}@{hub._fingerprint}"
         articles: dict[str, Any] = {}
         for ex in hub:  # rebuild the article structure so that the same checks apply
             para = {
@@ -143,15 +153,16 @@ def load_squad_split(source: str, data_dir: str | None, split: str) -> tuple[dat
                 ],
             }
             articles.setdefault(ex["title"], {"title": ex["title"], "paragraphs": []})["paragraphs"].append(para)
-        where = f"hub:rajpurkar/squad:{split}"
+        where = f"hub:{hub_source.path}:{hub_source.splits[split]}"
         rows, report = squad_rows(list(articles.values()), where)
     else:
         rows, report = squad_rows(sample_articles(split), f"sample:squad/{split}")
         where = f"sample:squad/{split}"
+        version = f"{where}/v{SAMPLE_VERSION}"
     if not rows:
         raise DataError(f"{where}: no answerable questions in split {split!r}")
     report.log()
-    return datasets.Dataset.from_list(rows), report, where
+    return datasets.Dataset.from_list(rows), report, where, version
 
 
 def sample_articles(split: str) -> list[dict]:

@@ -1,0 +1,3 @@
+from ssaf.report.cli import main
+
+main()
