@@ -319,3 +319,65 @@ def test_reproduce_script_runs_each_part_once_at_the_chosen_lam_and_evaluates_on
     )
     r, _ = reproduce(tmp_path, "glue")
     assert r.returncode == 2 and "unknown stage 'glue'" in r.stderr
+
+
+PROTOCOL_STUB = """#!/usr/bin/env bash
+# Stands in for the venv's python in scripts/reproduce.sh: logs each call; a train.py run writes a completed
+# metrics.json into its run dir unless its dir is named in $FAIL; --best-param answers -2.
+if [ "$1" = -m ]; then echo "REPORT ${*:2}" >> "$LOG"; echo -2; exit 0; fi
+for a in "$@"; do case "$a" in hydra.run.dir=*) dir="${a#hydra.run.dir=}" ;; esac; done
+echo "RUN $*" >> "$LOG"
+if [ -n "${FAIL:-}" ] && [ "$dir" = "$FAIL" ]; then exit 1; fi
+mkdir -p "$dir" && echo '{"status": "completed"}' > "$dir/metrics.json"
+"""
+
+
+def protocol(tmp_path: Path, *stages: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    stub, log = tmp_path / "py", tmp_path / "log"
+    stub.write_text(PROTOCOL_STUB)
+    stub.chmod(0o755)
+    log.write_text("")
+    env = {**os.environ, "PYTHON": str(stub), "LOG": str(log), "SSAF_DATA_DIR": str(tmp_path),
+           "STUDY_DIR": str(tmp_path / "study"), "REPORT_DIR": str(tmp_path / "report"),
+           "DATASETS": "sst2_sentences semeval", **env}  # fmt: skip
+    r = subprocess.run(["bash", "scripts/reproduce.sh", *stages], cwd=ROOT, env=env, capture_output=True, text=True)
+    return r, log.read_text().splitlines()
+
+
+def test_the_paper_protocol_sweeps_lam_on_dev_then_runs_the_seeds_at_each_datasets_choice(tmp_path):
+    study = tmp_path / "study"
+    r, log = protocol(tmp_path, "seeds")
+    assert r.returncode == 1 and "no best lam for sst2_sentences: run the sweep stage first" in r.stderr
+    r, log = protocol(tmp_path)
+    assert r.returncode == 0, r.stderr
+    runs = [line for line in log if line.startswith("RUN")]
+    assert all(line.startswith("RUN train.py experiment=paper_cpu") for line in runs)
+    sweep = [line for line in runs if "/sweep/" in line]
+    assert len(sweep) == 10  # 2 datasets x 5 lams, seed 1 only
+    assert any("task=semeval attn=sparse attn.lam=-4 seed=1" in line for line in sweep)
+    assert (study / "sweep" / "semeval" / "best_lam").read_text().strip() == "-2"
+    seeds = [line for line in runs if "/seeds/" in line]
+    # softmax on seeds 1-3, SSAF at the chosen lam on seeds 2-3 (seed 1 is the sweep's run at that lam)
+    assert len(seeds) == 2 * (3 + 2)
+    assert any(
+        f"task=semeval attn=sparse attn.lam=-2 seed=3 logger.mode=offline hydra.run.dir={study}/seeds/semeval/sparse_lam-2_s3"
+        in line
+        for line in seeds
+    )
+    assert not any("attn=sparse attn.lam=-2 seed=1" in line for line in seeds)
+    np = [line for line in runs if "/nopretrain/" in line]
+    assert len(np) == 6 and all("task=sst2_sentences model.pretrained=false" in line for line in np)
+    assert log[-1].startswith(f"REPORT ssaf.report {study} --paper --out {tmp_path / 'report'}")
+    # everything completed: a second call runs nothing; an unfinished run is resumed from its checkpoint
+    unfinished = study / "seeds" / "semeval" / "softmax_s2"
+    (unfinished / "metrics.json").write_text('{"status": "interrupted"}')
+    (unfinished / "checkpoints" / "checkpoint-100").mkdir(parents=True)
+    r, log = protocol(tmp_path, "sweep", "seeds")
+    runs = [line for line in log if line.startswith("RUN")]
+    assert (
+        r.returncode == 0
+        and len(runs) == 1
+        and runs[0].endswith(f"resume={unfinished} logger.mode=offline hydra.run.dir={unfinished}")
+    )
+    r, _ = protocol(tmp_path, "glue")
+    assert r.returncode == 2 and "unknown stage 'glue'" in r.stderr

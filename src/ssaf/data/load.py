@@ -41,11 +41,14 @@ class TaskData:
 
 
 def file_version(path: Path) -> str:
-    """A local file by its content (sha256), so that runs on different copies of "the same" data are told apart."""
+    """A local file (or a folder of files, as SenTube's splits) by its content (sha256), so that runs on
+    different copies of "the same" data are told apart."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        h.update(file.name.encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 

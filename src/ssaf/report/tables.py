@@ -42,11 +42,12 @@ def versus(g: Group, base: Group | None, split: str | None = None) -> str:
     return text + (" (> 2 std)" if beyond_two_std(d) else " (n.s.)")
 
 
-def setting_label(s: Setting, ambiguous: set[tuple[str, str, bool]]) -> str:
-    """The task, with its data and budget when the same task ran on several."""
+def setting_label(s: Setting, ambiguous: set[tuple[str, str, bool]], budget: bool = True) -> str:
+    """The task, with its data and budget when the same task ran on several (``budget=False``: a table with
+    a budget column of its own)."""
     if (s.task, s.model, s.pretrained) not in ambiguous:
         return s.task
-    return f"{s.task} ({s.budget}; data {s.data})"
+    return f"{s.task} ({s.budget}; data {s.data})" if budget else f"{s.task} (data {s.data})"
 
 
 def grid_table(groups: list[Group]) -> str:
@@ -99,7 +100,8 @@ def markdown_table(groups: list[Group]) -> str:
         for split in g.first.splits:  # one row per evaluated split: dev and test, matched and mismatched
             t = paired_t(g, base, split) if base is not None and base is not g else None
             lines.append(
-                f"| {setting_label(s, ambiguous)} | {s.model} | {'yes' if s.pretrained else 'no'} | {s.budget} | "
+                f"| {setting_label(s, ambiguous, budget=False)} | {s.model} | {'yes' if s.pretrained else 'no'} | "
+                f"{s.budget} | "
                 f"{g.attn} | {'-' if g.param is None else g.param} | {g.first.metric_name(split)} | "
                 f"{fmt(*g.stat('metric', split), scale=unit_scale(g))} | {g.stat('metric', split)[2]} | "
                 f"{versus(g, base, split)} | {'-' if t is None else f'{t[1]:.3f} ({t[2]} pairs)'} | "
