@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ssaf.settings import register_configs
+
 log = logging.getLogger("ssaf")
+_started = False  # set once Hydra composed the config: a SystemExit(1) before it is a config error
 
 
 def _run_stamp() -> str:
@@ -23,18 +27,19 @@ def _run_stamp() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
-OmegaConf.register_new_resolver("ssaf_stamp", _run_stamp, use_cache=True, replace=True)
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from pathlib import Path
+    global _started
+    _started = True
+    from ssaf.config import ConfigError, go_offline_if_unreachable
 
-    from ssaf.config import ConfigError
+    go_offline_if_unreachable(cfg)  # before transformers / datasets are imported: they read it once
+    from ssaf.console import quiet_libraries
     from ssaf.data import DataError
     from ssaf.pipeline import run
     from ssaf.summary import write_rejected
 
+    quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
     run_dir = Path(hc.runtime.output_dir)
@@ -60,4 +65,13 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    OmegaConf.register_new_resolver("ssaf_stamp", _run_stamp, use_cache=True, replace=True)
+    register_configs()
+    try:
+        main()
+    except SystemExit as e:
+        # Hydra reports a config it cannot compose (a wrong type, an unknown key or option) and exits 1, as
+        # it does for a crash; ssaf's promise is exit 2 for every config error.
+        if e.code == 1 and not _started:
+            sys.exit(2)
+        raise

@@ -20,6 +20,9 @@ for _k, _v in {
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from ssaf.settings import register_configs  # noqa: E402
+
+register_configs()  # the config schema, as train.py registers it
 torch.set_num_threads(2)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,49 +54,9 @@ from transformers.modeling_utils import AttentionInterface
 
 from ssaf import registry
 from ssaf import transforms as T
+from ssaf.settings import AttentionSpec
 
 ATTN_IMPLEMENTATION = "ssaf"
-
-
-@dataclass(frozen=True)
-class AttentionSpec:
-    """Which transform the attention uses, and its parameters (validated on construction)."""
-
-    transform: str = "sparse"
-    lam: float = 0.0
-    alpha: float = 1.5
-    compiled: bool = False  # torch.compile'd kernels where the registry lists the "compiled" backend
-
-    def __post_init__(self) -> None:
-        t = registry.transform(self.transform)
-        registry.check_param("lam", self.lam, t)
-        registry.check_param("alpha", self.alpha, t)
-        if self.compiled and "compiled" not in t.backends:
-            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "compiled" in r.backends)
-            raise ValueError(
-                f"attn.compiled=true is available for {served}, not {self.transform!r}; set attn.compiled=false"
-            )
-
-    @property
-    def record(self) -> registry.Transform:
-        return registry.TRANSFORMS[self.transform]
-
-    @property
-    def learned(self) -> bool:
-        return self.record.learned
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_config(cls, config: PretrainedConfig) -> AttentionSpec:
-        spec = getattr(config, "ssaf_attention", None)
-        if spec is None:
-            raise ValueError(
-                f"config of type {type(config).__name__} has no ssaf_attention; build the model with "
-                "ssaf.attention.ssaf_config(base_config, AttentionSpec(...))"
-            )
-        return cls(**spec)
 
 
 # ----------------------------------------------------------------------------- the attention function

@@ -1,26 +1,37 @@
-"""Config -> typed settings, in one place, validated before anything heavy loads.
+"""Config -> typed, validated settings, in one place, before anything heavy loads.
 
-Hydra already rejects unknown keys and unknown group options (with the list of options). This module
-checks values: lam / alpha ranges, sequence length against the model's limit, eval splits against the
-task's splits, data source, precision, caps; each error names the value and the valid choices.
+Hydra composes the config against the schema of ``ssaf.settings`` (types, unknown keys); here it becomes
+those objects (their ``__post_init__`` checks ranges) and the checks that span groups run: sequence length
+against the model, local data without a folder, precision without a GPU, W&B online without a key or a
+server. Each error names the key, the value and the fix. Imports no torch and no transformers.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from ssaf.attention import AttentionSpec
-from ssaf.data import SOURCES, HubSource, TaskSpec
-from ssaf.models import ModelSpec
-from ssaf.tracking import LoggerSettings
-from ssaf.training import TrainerSettings
+from ssaf.settings import (
+    AttnSettings,
+    DataSettings,
+    LoggerSettings,
+    ModelSpec,
+    RunConfig,
+    TaskSpec,
+    TrainerSettings,
+)
 
 log = logging.getLogger(__name__)
+
+HF_HOST = "huggingface.co"
+PROBE_TIMEOUT_S = 2.0
 
 
 class ConfigError(ValueError):
@@ -28,85 +39,153 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataSettings:
-    source: str = "auto"
-    dir: str | None = None
-    num_workers: int = 0
-
-
-@dataclass(frozen=True)
 class RunSettings:
+    """Everything one run is configured with, typed and checked."""
+
     task: TaskSpec
-    attn: AttentionSpec
-    attn_name: str
+    attn: AttnSettings
     model: ModelSpec
     trainer: TrainerSettings
     logger: LoggerSettings
     data: DataSettings
     seed: int
-    resume: bool | str
+    resume: bool | str  # False, True (search) or a run directory
     run_dir: Path
 
-
-def _only(cls: type, d: dict[str, Any], group: str) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {group}: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-    return d
-
-
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-
-
-def task_spec(d: dict[str, Any]) -> TaskSpec:
-    d = dict(d)
-    hub = d.pop("hub", None)
-    return TaskSpec(**_tuples(_only(TaskSpec, d, "task")), hub=HubSource(**hub) if hub else None)
+    @property
+    def attn_name(self) -> str:
+        return self.attn.name
 
 
 def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
     """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message."""
-    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
-        attn_cfg = dict(c["attn"])
-        attn_name = attn_cfg.pop("name")
-        attn = AttentionSpec(**attn_cfg)
-        task = task_spec(c["task"])
-        model = ModelSpec(**_only(ModelSpec, c["model"], "model"))
-        trainer = TrainerSettings(**_only(TrainerSettings, c["trainer"], "trainer"))
-        logger = LoggerSettings(**_only(LoggerSettings, c["logger"], "logger"))
-        data = DataSettings(**_only(DataSettings, c["data"], "data"))
-    except TypeError as e:  # a missing or misspelt field in a yaml file
-        raise ConfigError(f"config does not match its schema: {e}") from e
-    except ValueError as e:
+        c: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]  # runs every __post_init__
+    except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from e
-    if data.source not in SOURCES:
-        raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {data.source!r}")
-    if trainer.max_seq_length > model.max_positions:
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e).splitlines()[0]) from e
+    if not isinstance(c, RunConfig):
+        raise ConfigError("the config was not composed against ssaf's schema: call ssaf.settings.register_configs()")
+    t, m = c.trainer, c.model
+    if t.max_seq_length > m.max_positions:
         raise ConfigError(
-            f"trainer.max_seq_length={trainer.max_seq_length} exceeds the {model.max_positions} positions of "
-            f"model {model.name}; use a value <= {model.max_positions}"
+            f"trainer.max_seq_length={t.max_seq_length} exceeds the {m.max_positions} positions of "
+            f"model {m.name}; use a value <= {m.max_positions}"
         )
-    if trainer.attn_learning_rate is not None and not attn.learned:
+    if t.attn_learning_rate is not None and not c.attn.learned:
         # A warning, not an error: a multirun over attn=softmax,learned_alpha shares the override.
         log.warning(
             "trainer.attn_learning_rate=%g has no effect: attn=%s learns no alpha or lam",
-            trainer.attn_learning_rate,
-            attn_name,
+            t.attn_learning_rate,
+            c.attn.name,
         )
-    if c.get("seed") is None:
-        raise ConfigError("seed must be an integer (runs are never unseeded)")
+    if c.task.kind == "qa" and c.task.test_splits:
+        raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
+    check_data(c.data)
+    check_precision(t.precision)
+    check_logger(c.logger)
     return RunSettings(
-        task=task,
-        attn=attn,
-        attn_name=attn_name,
-        model=model,
-        trainer=trainer,
-        logger=logger,
-        data=data,
-        seed=int(c["seed"]),
-        resume=c.get("resume", False),
+        task=c.task,
+        attn=c.attn,
+        model=m,
+        trainer=t,
+        logger=c.logger,
+        data=c.data,
+        seed=c.seed,
+        resume=c.resume_target,
         run_dir=Path(run_dir),
     )
+
+
+def check_data(d: DataSettings) -> None:
+    if d.source == "local" and not d.dir:
+        raise ConfigError(
+            "data.source=local needs a data folder: set SSAF_DATA_DIR=<folder> (e.g. ../shared/data) or data.dir=..."
+        )
+    if d.dir and not Path(d.dir).is_dir():
+        raise ConfigError(
+            f"data.dir={d.dir}: no such folder (from data.dir or SSAF_DATA_DIR); point it at the data root"
+        )
+
+
+def check_precision(precision: str) -> None:
+    if precision in ("fp16", "bf16"):
+        import torch  # only for this question; the rest of the module stays light
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.precision={precision} needs a CUDA device; use trainer.precision=fp32 or auto on CPU"
+            )
+
+
+def check_logger(lg: LoggerSettings) -> None:
+    if lg.name != "wandb" or lg.mode != "online":
+        return
+    if not wandb_key_configured():
+        raise ConfigError(
+            "logger.mode=online needs a W&B API key (run `wandb login` or set WANDB_API_KEY); "
+            "use logger.mode=offline to log locally and `wandb sync` later"
+        )
+    host, port = wandb_server()
+    if not reachable(host, port):
+        raise ConfigError(
+            f"logger.mode=online: the W&B server {host}:{port} does not answer (offline?); use logger.mode=offline "
+            "(or auto) and upload later with `wandb sync <run dir>/wandb/offline-run-*`"
+        )
+
+
+# ----------------------------------------------------------------------------- the network, asked once
+
+
+def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def wandb_key_configured() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` stores it)."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = wandb_server()[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_server() -> tuple[str, int]:
+    """The host and port wandb will talk to: WANDB_BASE_URL, else the base_url of `wandb login --host`'s
+    settings file, else api.wandb.ai (probing api.wandb.ai while wandb used another server waited 97 s)."""
+    url = os.environ.get("WANDB_BASE_URL")
+    if not url:
+        settings_file = Path(os.environ.get("WANDB_CONFIG_DIR", Path.home() / ".config" / "wandb")) / "settings"
+        if settings_file.exists():
+            for line in settings_file.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "base_url" and value.strip():
+                    url = value.strip()
+    parsed = urlparse(url or "https://api.wandb.ai")
+    return parsed.hostname or "api.wandb.ai", parsed.port or (80 if parsed.scheme == "http" else 443)
+
+
+def go_offline_if_unreachable(cfg: DictConfig) -> None:
+    """Before transformers and datasets are imported (they read these variables once, at import): when the
+    run needs the hub and huggingface.co does not answer within 2 s, set the HF offline variables, so a
+    cached model or data set loads at once and a missing one fails at once (offline, transformers otherwise
+    retried for 20-50 s before its error)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return
+    source = str(OmegaConf.select(cfg, "model.source", default=""))
+    local = source.startswith("packaged:") or Path(source).exists()
+    data = OmegaConf.select(cfg, "data.source", default="auto")
+    wants_hub = not local or data == "hub" or (data == "auto" and not OmegaConf.select(cfg, "data.dir", default=None))
+    if wants_hub and not reachable(HF_HOST):
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+            os.environ.setdefault(var, "1")
+        log.info("%s does not answer: running offline (models and data sets from the local cache only)", HF_HOST)

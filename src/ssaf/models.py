@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import (
@@ -15,20 +14,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ssaf.attention import AttentionSpec, ssaf_config
+from ssaf.attention import ssaf_config
+from ssaf.settings import AttentionSpec, ModelSpec
 
 PACKAGED = "packaged:"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where the weights come from and whether to use them (``pretrained=False``: random init, same shape)."""
-
-    name: str
-    source: str  # "packaged:<python module with get_model_path()>", a hub id, or a local directory
-    pretrained: bool = True
-    max_positions: int = 512
-    config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_source(source: str) -> str:

@@ -75,7 +75,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
     data = PREPARE[s.task.kind](s, tokenizer)
     trainer = data.trainer_cls(
         model=model,
-        args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, selection_metric(s)),
+        args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, selection_metric(s), s.data.num_workers),
         train_dataset=data.train,
         eval_dataset=data.evals,
         processing_class=tokenizer,

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-import netrc
 import os
 import platform
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,58 +17,20 @@ import torch
 from transformers import TrainerCallback
 
 from ssaf.attention import learned_values
+from ssaf.config import reachable, wandb_key_configured, wandb_server
+from ssaf.settings import LoggerSettings
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "online", "offline", "disabled")
-WANDB_HOST = "api.wandb.ai"
-
-
-@dataclass(frozen=True)
-class LoggerSettings:
-    name: str = "wandb"  # wandb | none
-    mode: str = "auto"
-    project: str = "ssaf"
-    entity: str | None = None
-    log_heatmaps: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"logger.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.name not in ("wandb", "none"):
-            raise ValueError(f"logger must be wandb or none, got {self.name!r}")
-
-
-def wandb_key_configured() -> bool:
-    """An API key in the environment or in ~/.netrc (where `wandb login` stores it)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators(WANDB_HOST) is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-
-
-def reachable(host: str, timeout: float = 2.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
 
 def resolve_mode(settings: LoggerSettings) -> str:
-    """'auto' -> online when a key is configured and the server answers, else offline; 'none' -> disabled."""
-    if settings.name == "none":
+    """'auto' -> online when a key is configured and the server answers, else offline; no W&B -> disabled.
+    (``logger.mode=online`` without a key or a server is refused earlier, by ``ssaf.config``.)"""
+    if settings.name != "wandb":
         return "disabled"
     if settings.mode != "auto":
-        if settings.mode == "online" and not wandb_key_configured():
-            raise ValueError(
-                "logger.mode=online needs a W&B API key (run `wandb login` or set WANDB_API_KEY); "
-                "use logger.mode=offline to log locally and `wandb sync` later"
-            )
         return settings.mode
-    return "online" if wandb_key_configured() and reachable(WANDB_HOST) else "offline"
+    return "online" if wandb_key_configured() and reachable(*wandb_server()) else "offline"
 
 
 def start_wandb(

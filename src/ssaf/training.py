@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,62 +16,10 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ssaf.attention import AttentionStats, learned_parameters, learned_values, record_attention_stats
+from ssaf.console import interactive
 from ssaf.metrics import load_metric
 from ssaf.qa import postprocess_predictions
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    learning_rate: float = 2e-5
-    attn_learning_rate: float | None = None  # learned alpha / lam; None: learning_rate
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    epochs: float = 3
-    max_steps: int = -1
-    max_seq_length: int = 128
-    group_by_length: bool = False
-    precision: str = "auto"
-    eval_every: int = 500
-    report_every: int = 50
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False  # after a run completes; resume needs them only while it is unfinished
-    stats_every_eval: bool = True
-    stats_sample_every: int = 1
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("learning_rate", "attn_learning_rate", "weight_decay", "warmup_ratio"):
-            value = getattr(self, name)  # a typo on the command line arrives as a string
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"trainer.{name} must be a number, got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in (
-            "batch_size",
-            "eval_batch_size",
-            "gradient_accumulation_steps",
-            "max_seq_length",
-            "stats_sample_every",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"trainer.learning_rate must be > 0, got {self.learning_rate}")
-        if self.attn_learning_rate is not None and not self.attn_learning_rate > 0:
-            raise ValueError(
-                "trainer.attn_learning_rate must be > 0 or null (= trainer.learning_rate), "
-                f"got {self.attn_learning_rate}"
-            )
-        if self.max_steps <= 0 and not self.epochs > 0:
-            raise ValueError("set trainer.epochs > 0 or trainer.max_steps > 0")
-        if self.eval_every < 0 or self.report_every < 1:
-            raise ValueError("trainer.eval_every must be >= 0 (0 = every epoch) and trainer.report_every >= 1")
+from ssaf.settings import TrainerSettings
 
 
 def mixed_precision(precision: str) -> tuple[bool, bool]:
@@ -84,7 +31,9 @@ def mixed_precision(precision: str) -> tuple[bool, bool]:
     return precision == "fp16", precision == "bf16"
 
 
-def training_arguments(s: TrainerSettings, output_dir: Path, seed: int, metric_for_best: str) -> TrainingArguments:
+def training_arguments(
+    s: TrainerSettings, output_dir: Path, seed: int, metric_for_best: str, num_workers: int = 0
+) -> TrainingArguments:
     fp16, bf16 = mixed_precision(s.precision)
     per_epoch = s.eval_every == 0
     return TrainingArguments(
@@ -114,8 +63,8 @@ def training_arguments(s: TrainerSettings, output_dir: Path, seed: int, metric_f
         seed=seed,
         data_seed=seed,
         report_to="none",  # W&B is driven by ssaf.tracking with the settings it needs
-        dataloader_num_workers=0,
-        disable_tqdm=False,
+        dataloader_num_workers=num_workers,
+        disable_tqdm=not interactive(),  # bars only on a terminal (see ssaf.console)
         use_cpu=not torch.cuda.is_available(),
     )
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ssaf.config import task_spec
 from ssaf.data import DataError, load_task_data
+from ssaf.settings import TaskSpec
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -19,9 +19,9 @@ TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if "kind: qa" not 
 
 
 def task(name: str, **changes):
-    d = OmegaConf.to_container(OmegaConf.load(CONF / "task" / f"{name}.yaml"))
-    d.update(changes)
-    return task_spec(d)
+    """The task as the config schema builds it from conf/task/<name>.yaml (with ``changes``)."""
+    d = OmegaConf.merge(OmegaConf.structured(TaskSpec), OmegaConf.load(CONF / "task" / f"{name}.yaml"), changes)
+    return OmegaConf.to_object(d)
 
 
 def write(path: Path, text: str) -> Path:
@@ -52,6 +52,7 @@ def data_root(tmp_path: Path) -> Path:
     write(r / "sst2/dev.tsv", "sentence\tlabel\nit 's a charming journey . \t1\n")
     for split in ("train", "dev", "test"):
         write(r / f"sst_sentences/stsa.fine.{split}", "4 a masterpiece\n0 awful\n2 it is a film\n")
+        write(r / f"sst_sentences/stsa.binary.{split}", "1 a gem -lrb- really -rrb-\n0 dull\n")
     write(
         r / "mnli/train.glue_subset3.tsv.gz",
         MNLI_TRAIN_HEADER

@@ -186,8 +186,9 @@ def test_local_squad_json_gz_is_read(tmp_path):
     path.parent.mkdir()
     with gzip.open(path, "wt") as f:
         json.dump({"data": long_fixture(), "version": "1.1"}, f)
-    ds, report, where = load_squad_split("local", str(tmp_path), "validation")
+    ds, report, where, version = load_squad_split("local", str(tmp_path), "validation")
     assert len(ds) == 4 and where == str(path) and report.kept == 4
+    assert len(version) == 16  # the file's content hash: part of the data's fingerprint
 
 
 def test_not_squad_json_names_the_file(tmp_path):
@@ -200,7 +201,7 @@ def test_not_squad_json_names_the_file(tmp_path):
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not present")
 def test_shared_squad_dev_is_complete_and_clean():
-    ds, report, _ = load_squad_split("local", str(SHARED), "validation")
+    ds, report, _, _ = load_squad_split("local", str(SHARED), "validation")
     assert len(ds) == 10570
     assert report.as_dict() == {
         "questions": 10570,
@@ -209,5 +210,5 @@ def test_shared_squad_dev_is_complete_and_clean():
         "offset_fixed": 0,
         "offset_dropped": 0,
     }
-    train, treport, _ = load_squad_split("local", str(SHARED), "train")
+    train, treport, _, _ = load_squad_split("local", str(SHARED), "train")
     assert treport.questions == 11877 and len(train) == treport.kept

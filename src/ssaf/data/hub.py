@@ -6,7 +6,7 @@ from typing import Any
 
 from ssaf.data.errors import DataError
 from ssaf.data.local import Row
-from ssaf.data.spec import TaskSpec
+from ssaf.settings import TaskSpec
 
 
 def read_hub_split(task: TaskSpec, split: str) -> tuple[list[Row], str]:

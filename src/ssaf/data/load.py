@@ -15,11 +15,9 @@ from ssaf.data.errors import DataError
 from ssaf.data.hub import read_hub_split
 from ssaf.data.local import Row, read_local_split
 from ssaf.data.sample import SAMPLE_VERSION, sample_split
-from ssaf.data.spec import TaskSpec
+from ssaf.settings import SOURCES, TaskSpec
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("auto", "local", "hub", "sample")
 
 
 @dataclass

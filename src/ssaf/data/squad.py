@@ -20,7 +20,7 @@ from ssaf.data.errors import DataError
 from ssaf.data.load import file_version
 from ssaf.data.local import find_split_file, open_text
 from ssaf.data.sample import SAMPLE_VERSION
-from ssaf.data.spec import HubSource
+from ssaf.settings import HubSource
 
 log = logging.getLogger(__name__)
 

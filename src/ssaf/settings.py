@@ -1,0 +1,312 @@
+"""The config schema: one typed dataclass per config group, and the run's.
+
+Registered with Hydra's ConfigStore (:func:`register_configs`), they type every key of ``conf/``: a value
+of the wrong type (``attn.lam=abc``, ``seed=1.5``) or an unknown key fails when Hydra composes the config,
+naming the key; a value out of range fails in ``__post_init__`` when ``ssaf.config`` turns the config into
+these objects, before anything heavy loads. The components take these objects, never a DictConfig.
+Defaults live here once; a group's yaml says only what differs.
+
+Pure Python: importing it costs no torch or transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from omegaconf import MISSING
+
+from ssaf import registry
+
+SOURCES = ("auto", "local", "hub", "sample")
+KERNELS = ("auto", "triton", "torch")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+LOGGERS = ("wandb", "tensorboard", "mlflow", "none")
+MODES = ("auto", "online", "offline", "disabled")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ----------------------------------------------------------------------------- task
+
+
+@dataclass
+class HubSource:
+    """A Hugging Face hub dataset: ``datasets.load_dataset(path, name)`` with our split names mapped.
+
+    ``fields`` maps the task's text fields to the hub's columns where the names differ (SetFit's ``text``
+    for ``sentence``); ``label`` is the column holding the gold label: label names, or integer ids of a
+    ``ClassLabel`` (whose names are then used). Nothing is guessed: a missing column is an error.
+    """
+
+    path: str = MISSING
+    name: str | None = None
+    splits: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+    label: str = "label"
+
+
+@dataclass
+class TaskSpec:
+    """What a task is: its labels, text fields, splits, metric and where its data lives."""
+
+    name: str = MISSING
+    kind: str = "classification"  # classification | qa
+    labels: tuple[str, ...] = ()
+    text_fields: tuple[str, ...] = ()
+    metric_for_best: str = "accuracy"  # the headline metric; on the first eval split it selects the checkpoint
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] = ("validation",)  # evaluated during training; the first selects the checkpoint
+    test_splits: tuple[str, ...] = ()  # evaluated once, on the selected checkpoint
+    splits: tuple[str, ...] = ("train", "validation")
+    local: str = MISSING  # the local layout's name (see ssaf.data.local.LAYOUTS)
+    hub: HubSource | None = None
+    max_seq_length: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("labels", "text_fields", "eval_splits", "test_splits", "splits"):
+            setattr(self, name, tuple(getattr(self, name)))  # OmegaConf hands over lists
+        if self.kind not in ("classification", "qa"):
+            raise ValueError(f"task {self.name}: task.kind must be 'classification' or 'qa', got {self.kind!r}")
+        for s in (self.train_split, *self.eval_splits):
+            if s not in self.splits:
+                raise ValueError(
+                    f"task {self.name} has no split {s!r}; its splits are: {', '.join(self.splits)} "
+                    f"(set task.eval_splits to a subset of them)"
+                )
+        if not self.eval_splits:
+            raise ValueError(f"task {self.name}: eval_splits is empty; choose from {', '.join(self.splits)}")
+        for s in self.test_splits:
+            if s not in self.splits or s in self.eval_splits or s == self.train_split:
+                raise ValueError(
+                    f"task {self.name}: test split {s!r} must be one of its splits ({', '.join(self.splits)}) "
+                    "and neither the train split nor an eval split"
+                )
+        if self.kind == "classification" and len(self.labels) < 2:
+            raise ValueError(f"task {self.name}: a classification task needs at least 2 labels, got {self.labels}")
+        if not 1 <= len(self.text_fields) <= 2:
+            raise ValueError(f"task {self.name}: task.text_fields needs one or two fields, got {self.text_fields}")
+
+    @property
+    def pair(self) -> bool:
+        return len(self.text_fields) == 2
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@dataclass
+class AttentionSpec:
+    """Which transform the attention uses, and its parameters (see ``ssaf.registry``). Saved with a model
+    (``config.ssaf_attention``), so a saved model restores its transform."""
+
+    transform: str = "sparse"
+    lam: float = 0.0
+    alpha: float = 1.5
+    compiled: bool = False  # torch.compile'd whole-row kernels, where the registry lists "compiled"
+    kernel: str = "auto"  # auto: the fused Triton kernel on CUDA where it serves the shape, else torch; triton | torch
+
+    def __post_init__(self) -> None:
+        t = registry.transform(self.transform)
+        registry.check_param("lam", self.lam, t)
+        registry.check_param("alpha", self.alpha, t)
+        if self.compiled and "compiled" not in t.backends:
+            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "compiled" in r.backends)
+            raise ValueError(
+                f"attn.compiled=true is available for {served}, not {self.transform!r}; set attn.compiled=false"
+            )
+        if self.kernel not in KERNELS:
+            raise ValueError(f"attn.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.kernel == "triton" and "triton" not in t.backends:
+            raise ValueError(
+                f"attn.kernel=triton serves {', '.join(n for n, r in registry.TRANSFORMS.items() if 'triton' in r.backends)}, "
+                f"not {self.transform!r} (softmax runs on sdpa: model.attn_implementation); use attn.kernel=auto"
+            )
+
+    @property
+    def record(self) -> registry.Transform:
+        return registry.TRANSFORMS[self.transform]
+
+    @property
+    def learned(self) -> bool:
+        return self.record.learned
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(AttentionSpec)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> AttentionSpec:
+        """The spec a (transformers) model config carries."""
+        spec = getattr(config, "ssaf_attention", None)
+        if spec is None:
+            raise ValueError(
+                f"config of type {type(config).__name__} has no ssaf_attention; build the model with "
+                "ssaf.attention.ssaf_config(base_config, AttentionSpec(...))"
+            )
+        return cls(**spec)
+
+
+@dataclass
+class AttnSettings(AttentionSpec):
+    """The ``attn`` group: an attention spec under a name (the option's, used in run folders and reports)."""
+
+    name: str = MISSING
+
+    @property
+    def spec(self) -> AttentionSpec:
+        return AttentionSpec(**AttentionSpec.to_dict(self))
+
+
+# ----------------------------------------------------------------------------- model, trainer, logger, data
+
+
+@dataclass
+class ModelSpec:
+    """Where the weights come from and whether to use them (``pretrained=False``: random init, same shape)."""
+
+    name: str = MISSING
+    source: str = MISSING  # "packaged:<python module with get_model_path()>", a hub id, or a local directory
+    pretrained: bool = True
+    max_positions: int = 512
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerSettings:
+    learning_rate: float = 2e-5
+    attn_learning_rate: float | None = None  # learned alpha / lam; None: learning_rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    epochs: float = 3
+    max_steps: int = -1  # > 0 overrides epochs
+    max_seq_length: int = 128
+    group_by_length: bool = False
+    precision: str = "auto"
+    eval_every: int = 500  # steps between evaluations and checkpoints; 0 = once per epoch
+    report_every: int = 50
+    save_total_limit: int = 2
+    keep_checkpoints: bool = False  # after a run completes; resume needs them only while it is unfinished
+    stats_every_eval: bool = True
+    stats_sample_every: int = 1
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stats_sample_every < 1:
+            raise ValueError(
+                f"trainer.stats_sample_every must be >= 1 (1 = every batch), got {self.stats_sample_every}"
+            )
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"trainer.{name} must be >= 1 or null (all of the split), got {value}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"trainer.learning_rate must be > 0, got {self.learning_rate}")
+        if self.attn_learning_rate is not None and not self.attn_learning_rate > 0:
+            raise ValueError(
+                "trainer.attn_learning_rate must be > 0 or null (= trainer.learning_rate), "
+                f"got {self.attn_learning_rate}"
+            )
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"trainer.weight_decay must be in [0, 1), got {self.weight_decay}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(
+                f"trainer.warmup_ratio must be in [0, 1) (a fraction of the steps), got {self.warmup_ratio}"
+            )
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise ValueError("set trainer.epochs > 0 or trainer.max_steps > 0")
+        if self.eval_every < 0 or self.report_every < 1:
+            raise ValueError("trainer.eval_every must be >= 0 (0 = every epoch) and trainer.report_every >= 1")
+        if self.save_total_limit < 1:
+            raise ValueError(
+                f"trainer.save_total_limit must be >= 1 (the best and the newest), got {self.save_total_limit}"
+            )
+
+
+@dataclass
+class LoggerSettings:
+    name: str = "wandb"  # wandb | tensorboard | mlflow | none
+    mode: str = "auto"  # for wandb: auto | online | offline | disabled
+    project: str = "ssaf"
+    entity: str | None = None
+    log_heatmaps: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in LOGGERS:
+            raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {self.name!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"logger.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+@dataclass
+class DataSettings:
+    source: str = "auto"  # auto | local | hub | sample
+    dir: str | None = None  # the local data root (e.g. ../shared/data)
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunConfig:
+    """The whole config of ``train.py`` (conf/config.yaml): one field per group, and the run's own keys."""
+
+    task: TaskSpec = MISSING
+    attn: AttnSettings = MISSING
+    model: ModelSpec = MISSING
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    logger: LoggerSettings = field(default_factory=LoggerSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    seed: int = 42
+    resume: str = "false"  # false | true (the newest earlier run of the same command) | a run directory
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed} (runs are never unseeded)")
+
+    @property
+    def resume_target(self) -> bool | str:
+        """False, True (search) or the run directory named."""
+        flag = self.resume.strip().lower()
+        if flag in ("false", "no", "0", ""):
+            return False
+        if flag in ("true", "yes"):
+            return True
+        return self.resume
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore as ``ssaf_schema`` (conf/config.yaml's first default).
+    Idempotent; ``train.py``, the CLIs and tests that compose the config call it."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="ssaf_schema", node=RunConfig)
+    _registered = True
