@@ -122,9 +122,10 @@ class AttentionSpec:
         if self.kernel not in KERNELS:
             raise ValueError(f"attn.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
         if self.kernel == "triton" and "triton" not in t.backends:
+            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "triton" in r.backends)
             raise ValueError(
-                f"attn.kernel=triton serves {', '.join(n for n, r in registry.TRANSFORMS.items() if 'triton' in r.backends)}, "
-                f"not {self.transform!r} (softmax runs on sdpa: model.attn_implementation); use attn.kernel=auto"
+                f"attn.kernel=triton serves {served}, not {self.transform!r} (softmax runs on sdpa); "
+                "use attn.kernel=auto"
             )
 
     @property
