@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow train lint format bench clean
+.PHONY: help install test test-unit test-gpu train lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## create .venv and install ssaf with its dev tools
 
-test: $(STAMP) ## run the fast test suite (no network, no GPU)
-	$(PY) -m pytest -m "not slow" $(ARGS)
-
-test-slow: $(STAMP) ## run the slow tests too
+test: $(STAMP) ## every test that gates a merge (CI; no network; GPU tests skip without a GPU), ~10 min on 2 cores
 	$(PY) -m pytest $(ARGS)
+
+test-unit: $(STAMP) ## the unit tests only (the maths, the adapter, data readers, contracts), ~1-2 min
+	$(PY) -m pytest -m "not integration" $(ARGS)
+
+test-gpu: $(STAMP) ## the CUDA tests (kernels and transforms at real shapes, bf16); on a machine with a GPU
+	$(PY) -m pytest -m gpu $(ARGS)
 
 train: $(STAMP) ## run the default job offline (override with ARGS="task=mnli attn=softmax ...")
 	$(PY) train.py $(ARGS)

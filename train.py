@@ -34,6 +34,9 @@ def main(cfg: DictConfig) -> float | None:
     from ssaf.config import ConfigError, go_offline_if_unreachable
 
     go_offline_if_unreachable(cfg)  # before transformers / datasets are imported: they read it once
+    import matplotlib
+
+    matplotlib.use("Agg")  # the attention heatmaps logged to W&B are files, never windows
     from ssaf.console import quiet_libraries
     from ssaf.data import DataError
     from ssaf.pipeline import run

@@ -76,7 +76,9 @@ def build(model: str, impl: str, spec: dict | None, device: str, dtype: str):
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
 
-    import ssaf  # noqa: F401
+    import ssaf
+
+    ssaf.register()
     from ssaf.attention import AttentionSpec, ssaf_config
 
     if model == "minilm":

@@ -115,7 +115,9 @@ def check_low_precision(name: str, fn: Callable[..., Tensor], device: str) -> No
 def check_model(device: str) -> None:
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    import ssaf  # noqa: F401  (registers the attention and the model classes)
+    import ssaf
+
+    ssaf.register()  # the attention and the model classes
     from ssaf.attention import AttentionSpec, ssaf_config
 
     base = BertConfig(num_labels=2)  # bert-base shape, random init

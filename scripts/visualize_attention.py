@@ -13,9 +13,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only: chosen here, in the CLI, not when ssaf.viz is imported
 import matplotlib.pyplot as plt
 
-from ssaf.viz import all_heads_figure, example_attention, load_checkpoint, side_by_side_figure, zero_fraction_figure
+from ssaf.viz import (
+    all_heads_figure,
+    example_attention,
+    load_checkpoint,
+    side_by_side_figure,
+    zero_fraction_figure,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,11 +34,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text-pair", default=None, help="the second sentence (hypothesis / context)")
     ap.add_argument("--names", nargs="*", help="labels for the models (default: their folder names)")
     ap.add_argument("--layer", type=int, default=-1, help="layer for the side-by-side view (default: last)")
-    ap.add_argument("--head", type=int, default=None, help="head for the side-by-side view (default: mean)")
+    ap.add_argument(
+        "--head", type=int, default=0, help="head for the side-by-side view (default 0; -1: mean over heads, "
+        "which hides the exact zeros of a sparse model)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("reports/attention"))
     args = ap.parse_args(argv)
     if len(args.checkpoints) > 2:
         ap.error("give one checkpoint, or two to compare side by side")
+    for ckpt in args.checkpoints:
+        if not (Path(ckpt) / "config.json").is_file():
+            ap.error(
+                f"no such model folder: {ckpt} (expected a saved model with config.json, e.g. a run's "
+                "outputs/<task>/<attn>/<time>/model)"
+            )
     names = args.names or [
         Path(c).resolve().parent.parent.name + "/" + Path(c).resolve().parent.name for c in args.checkpoints
     ]
@@ -51,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {path}")
     assert tokens is not None
     for fig, stem in (
-        (side_by_side_figure(tokens, all_probs, names, args.layer, args.head), "side_by_side"),
+        (
+            side_by_side_figure(tokens, all_probs, names, args.layer, None if args.head < 0 else args.head),
+            "side_by_side",
+        ),
         (zero_fraction_figure(all_probs, names), "zeros_summary"),
     ):
         path = args.out / f"{stem}.png"

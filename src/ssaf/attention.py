@@ -348,6 +348,7 @@ def _model_class(base: type[PreTrainedModel], config_cls: type[PretrainedConfig]
 
 def ssaf_config(base: PretrainedConfig, spec: AttentionSpec) -> PretrainedConfig:
     """The ssaf config for a stock encoder config (e.g. ``AutoConfig.from_pretrained('bert-base-uncased')``)."""
+    register()
     model_type = base.model_type.removeprefix("ssaf_")
     if model_type not in CONFIG_CLASSES:
         raise ValueError(

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -75,7 +72,9 @@ def load_checkpoint(path: str) -> tuple[Any, Any]:
         AutoTokenizer,
     )
 
-    import ssaf  # noqa: F401  (registers the ssaf model classes)
+    import ssaf
+
+    ssaf.register()  # the ssaf model classes, for a model saved by ssaf
 
     cfg = AutoConfig.from_pretrained(path)
     qa = any("QuestionAnswering" in a for a in (cfg.architectures or []))
@@ -101,9 +100,17 @@ def all_heads_figure(tokens: list[str], probs: np.ndarray, title: str) -> Any:
                 ax.set_ylabel(f"layer {li}", fontsize=8)
             zeros = (probs[li, hi] == 0).mean()
             ax.text(
-                0.98, 0.02, f"{zeros:.0%}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="red"
-            )
-    fig.suptitle(f"{title}: {' '.join(tokens)}\n(white = exactly 0; red = fraction of zeros)", fontsize=9)
+                0.98,
+                0.02,
+                f"{zeros:.0%}",
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=6,
+                color="black",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
+            )  # fmt: skip  (a white box: readable on dark and white cells alike)
+    fig.suptitle(f"{title}: {' '.join(tokens)}\n(white = exactly 0; corner: fraction of zeros)", fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.5)
     return fig

@@ -4,6 +4,7 @@ the CLI writes its run directory, bad input fails fast, resume after SIGKILL, to
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -153,7 +154,22 @@ def test_every_task_and_attention_trains_and_evaluates(task, attn, tmp_path):
             assert 0.0 <= m["final"][f"eval_{split}_accuracy"] <= 1.0
         zeros = m["final"][f"eval_{split}_attn_zero_fraction"]
         assert 0.0 <= zeros <= 1.0
-        assert zeros == 0.0 if attn == "softmax" else True
+        if attn == "softmax":
+            assert zeros == 0.0, "softmax gives no exact zeros among real keys"
+        stats = m["attention"][f"eval_{split}"]
+        assert [len(layer) for layer in stats["support"]] == [4, 4], "one value per layer (2) and head (4)"
+        flat = [
+            (s, e)
+            for ls, le in zip(stats["support"], stats["entropy"], strict=True)
+            for s, e in zip(ls, le, strict=True)
+        ]
+        for support, entropy in flat:
+            # -sum p log p <= log |support| row by row, so also for the means (Jensen): true of every attention
+            assert support >= 1.0 and 0.0 <= entropy <= math.log(support) + 1e-6
+    learned = m["learned"]
+    assert (sorted(learned) == [attn.removeprefix("learned_")]) if attn.startswith("learned") else learned == {}
+    if learned:
+        assert [len(layer) for layer in next(iter(learned.values()))] == [4, 4]
     assert (tmp_path / "model" / "config.json").exists()
     assert json.loads((tmp_path / "run_info.json").read_text())["data"]["source"] == "sample"
 

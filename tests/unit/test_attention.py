@@ -15,8 +15,10 @@ from transformers import (
     pipeline,
 )
 
-import ssaf  # noqa: F401  (registers the attention and the model classes)
+import ssaf
 from ssaf.attention import AttentionSpec, learned_values, record_attention_stats, ssaf_config
+
+ssaf.register()  # the attention and the model classes, as train.py and the CLIs do
 
 SPECS = {
     "softmax": AttentionSpec("softmax"),

@@ -1,12 +1,34 @@
-"""The shipped classification metric module on hand-made cases."""
+"""The shipped metric modules on hand-made cases, and every task's headline metric is one they compute."""
+
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from ssaf.metrics import AVAILABLE, load_metric
+from ssaf.metrics import load_metric
+from ssaf.settings import TaskSpec
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+METRIC_OF_KIND = {"classification": "classification", "qa": "squad"}  # as ssaf.training uses them
 
 
-def test_ships_the_metrics_the_tasks_name():
-    assert set(AVAILABLE) >= {"classification", "squad"}
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "task").glob("*.yaml")))
+def test_every_tasks_headline_metric_is_computed_by_its_metric_module(name):
+    """A task judged by a metric its module does not return would select checkpoints on nothing."""
+    task = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(TaskSpec), OmegaConf.load(CONF / "task" / f"{name}.yaml"))
+    )
+    module = load_metric(METRIC_OF_KIND[task.kind])
+    if task.kind == "classification":
+        out = module.compute(predictions=[0, 1], references=[0, 0])
+    else:
+        out = module.compute(
+            predictions=[{"id": "1", "prediction_text": "a cat"}],
+            references=[{"id": "1", "answers": {"text": ["the cat"], "answer_start": [0]}}],
+        )
+    assert task.metric_for_best in out, (
+        f"task {name} selects on {task.metric_for_best!r}; {module.name} gives {sorted(out)}"
+    )
 
 
 @pytest.mark.parametrize(
