@@ -38,6 +38,13 @@ ATTNS = [
     # compiled kernels: compiled during the warm-up steps
     ("sparse (SSAF, lam=-1) compiled", "ssaf", {"transform": "sparse", "lam": -1.0, "compiled": True}),
 ]
+FUSED = [  # ssaf.kernels' fused Triton attention (attn.kernel=triton; CUDA): --fused
+    ("sparsemax, fused kernel", "ssaf", {"transform": "sparsemax", "kernel": "triton"}),
+    ("sparse (SSAF, lam=-8), fused kernel", "ssaf", {"transform": "sparse", "lam": -8.0, "kernel": "triton"}),
+    ("entmax15, fused kernel", "ssaf", {"transform": "entmax15", "kernel": "triton"}),
+    ("entmax (alpha=1.3), fused kernel", "ssaf", {"transform": "entmax", "alpha": 1.3, "kernel": "triton"}),
+    ("learned_lam, fused kernel", "ssaf", {"transform": "learned_lam", "lam": 0.0, "kernel": "triton"}),
+]
 PACKAGE = [  # the entmax package's transforms inside the same attention function (--package)
     ("entmax pkg sparsemax", "pkg_sparsemax", None),
     ("entmax pkg sparse (lam=-1)", "pkg_sparse", None),
@@ -175,12 +182,13 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--autocast", action="store_true", help="bf16 autocast around the forward pass")
     ap.add_argument("--package", action="store_true", help="add rows with the entmax package's transforms")
+    ap.add_argument("--fused", action="store_true", help="add rows on ssaf's fused Triton kernels (CUDA)")
     ap.add_argument("--in-process", action="store_true", help="no child processes (the default on CUDA)")
     ap.add_argument("--only", default="", help="comma-separated row numbers to run (default: all)")
     ap.add_argument("--json", default="", help="also write the rows to this file")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    table = ATTNS + (PACKAGE if args.package else [])
+    table = ATTNS + (PACKAGE if args.package else []) + (FUSED if args.fused else [])
     rows = table if not args.only else [table[int(i)] for i in args.only.split(",")]
     ctx = mp.get_context("spawn")
     results = []

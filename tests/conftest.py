@@ -20,6 +20,11 @@ for _k, _v in {
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if not torch.cuda.is_available():
+    # Triton reads this once, when imported: without a GPU its kernels run on CPU through numpy (the
+    # kernel tests: correct results, no speed). Set before any test imports triton.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from ssaf.settings import register_configs  # noqa: E402
 
 register_configs()  # the config schema, as train.py registers it

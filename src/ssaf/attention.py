@@ -64,13 +64,21 @@ ATTN_IMPLEMENTATION = "ssaf"
 
 @dataclass(frozen=True)
 class Probabilities:
-    """A spec resolved for one self-attention module: (B, H, Q, K) scores and a boolean mask (True = may
-    attend) -> probabilities. Built once per model (``attach``), called on every forward."""
+    """A spec resolved for one self-attention module, once per model (``attach``): (B, H, Q, K) scores and a
+    boolean mask (True = may attend) -> probabilities on ``ssaf.transforms``, and the fused kernel route."""
 
     fn: Callable[..., Tensor]  # the transform in ssaf.transforms
+    function: str  # its name (also the kernels' name for it)
+    param_name: str | None = None  # lam | alpha
     param: float | None = None  # a fixed lam / alpha
     learned: nn.Module | None = None  # the module's LearnedAlpha / LearnedLambda
     compiled: bool = False
+    kernel: str = "auto"  # auto | triton | torch (see ssaf.kernels)
+    fused: bool = False  # the registry lists a Triton kernel for the transform
+
+    def value(self) -> Tensor | float | None:
+        """lam / alpha: the fixed value, or the learned one per head, (H, 1, 1)."""
+        return self.learned() if self.learned is not None else self.param
 
     def __call__(self, scores: Tensor, mask: Tensor | None) -> Tensor:
         extra: dict[str, Any] = {"compiled": True} if self.compiled else {}
@@ -86,10 +94,57 @@ class Probabilities:
 def resolve(spec: AttentionSpec, module: nn.Module) -> Probabilities:
     """The probabilities function of ``spec`` for one self-attention module (its learned parameter, if any)."""
     t = spec.record
-    fn = getattr(T, t.function)
+    common: dict[str, Any] = {
+        "fn": getattr(T, t.function),
+        "function": t.function,
+        "param_name": t.param,
+        "compiled": spec.compiled,
+        "kernel": spec.kernel,
+        "fused": "triton" in t.backends,
+    }
     if t.learned:
-        return Probabilities(fn, learned=getattr(module, t.learned_attribute), compiled=spec.compiled)  # type: ignore[arg-type]
-    return Probabilities(fn, param=getattr(spec, t.param) if t.param else None, compiled=spec.compiled)
+        return Probabilities(**common, learned=getattr(module, t.learned_attribute))  # type: ignore[arg-type]
+    return Probabilities(**common, param=getattr(spec, t.param) if t.param else None)
+
+
+def attentions_requested() -> bool:
+    """Whether the running forward collects the attention probabilities (``output_attentions=True``).
+
+    transformers 5 gathers them with hooks while a context variable holds the collector (a private API,
+    pinned by tests/unit/test_contracts.py); when it cannot be read, assume they are wanted.
+    """
+    try:
+        from transformers.utils.output_capturing import _active_collector
+    except ImportError:
+        return True
+    collected = _active_collector.get()
+    return bool(collected) and "attentions" in collected
+
+
+def key_padding(mask: Tensor | None) -> Tensor | None:
+    """The (B, K) key validity of an encoder's padding mask ((B, 1, Q, K) or (B, 1, 1, K), True = attend).
+
+    Padding masks are the same for every query row, so the first row says it (callers route only
+    bidirectional, unwindowed attention here).
+    """
+    return None if mask is None else mask[:, 0, 0, :]
+
+
+def fused_route(probabilities: Probabilities, module: nn.Module, query: Tensor, key: Tensor, kwargs: dict) -> bool:
+    """Whether this call runs on the fused kernel: asked for (kernel auto or triton, a kernel exists), nothing
+    needs the probabilities (attention statistics, ``output_attentions``), a plain padding mask (no sliding
+    window, not a decoder), and for ``auto`` inputs the kernel serves (CUDA, <= 512 keys, head dims)."""
+    if probabilities.kernel == "torch" or not probabilities.fused:
+        return False
+    if getattr(module, "_ssaf_recorder", None) is not None or attentions_requested():
+        return False
+    if kwargs.get("sliding_window") is not None or getattr(getattr(module, "config", None), "is_decoder", False):
+        return False
+    if probabilities.kernel == "triton":
+        return True  # ssaf.kernels warns once and falls back where it cannot serve the inputs
+    from ssaf import kernels
+
+    return kernels.unsupported(query, key, probabilities.function) is None
 
 
 def ssaf_attention_forward(
@@ -101,12 +156,13 @@ def ssaf_attention_forward(
     scaling: float | None = None,
     dropout: float = 0.0,
     **kwargs: Any,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | None]:
     """transformers' attention signature: q, k, v (B, H, L, D) -> (out (B, Q, H, D), probs (B, H, Q, K)).
 
     ``attention_mask`` is None (no padding), boolean (True = attend, from the sdpa mask we register)
     or an additive float mask (0 / finfo.min, from callers that build their own). The returned
-    probabilities are taken before dropout, so exact zeros in them are the transform's.
+    probabilities are taken before dropout, so exact zeros in them are the transform's. On the fused
+    kernel (``attn.kernel``) nothing materialises them and None is returned in their place.
     """
     probabilities = getattr(module, "_ssaf_probabilities", None)
     if probabilities is None:
@@ -116,14 +172,25 @@ def ssaf_attention_forward(
         )
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
     mask = None
     if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            mask = attention_mask
-        else:
-            scores = scores + attention_mask
-            mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
+        mask = (
+            attention_mask
+            if attention_mask.dtype == torch.bool
+            else attention_mask > torch.finfo(attention_mask.dtype).min / 2
+        )
+    if fused_route(probabilities, module, query, key, kwargs):
+        from ssaf import kernels
+
+        param = {probabilities.param_name: probabilities.value()} if probabilities.param_name else {}
+        out = kernels.sparse_attention(
+            query, key, value, probabilities.function, key_padding_mask=key_padding(mask), scale=scaling,
+            dropout_p=dropout if module.training else 0.0, kernel=probabilities.kernel, **param,
+        )  # fmt: skip
+        return out.transpose(1, 2).contiguous(), None
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        scores = scores + attention_mask
     probs = probabilities(scores, mask)  # (B, H, Q, K)
     recorder = getattr(module, "_ssaf_recorder", None)
     if recorder is not None:

@@ -77,3 +77,19 @@ def test_importing_ssaf_registers_nothing_and_register_is_idempotent():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_transformers_still_collects_attentions_through_the_context_variable_ssaf_reads():
+    """ssaf.attention.attentions_requested reads it to keep output_attentions=True off the fused kernel."""
+    from transformers.utils import output_capturing
+
+    collector = getattr(output_capturing, "_active_collector", None)
+    assert collector is not None, "transformers.utils.output_capturing._active_collector is gone: see ssaf.attention"
+    token = collector.set({"attentions": []})
+    try:
+        from ssaf.attention import attentions_requested
+
+        assert attentions_requested()
+    finally:
+        collector.reset(token)
+    assert not attentions_requested()

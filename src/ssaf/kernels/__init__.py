@@ -1,0 +1,247 @@
+"""Fused, exact sparse attention: ``sparse_attention(q, k, v, transform, ...) -> out``.
+
+On CUDA with Triton the whole attention (scores, the exact threshold per row, the probabilities, dropout,
+P.V) runs in one kernel per block of queries, and the backward in two, without writing the (L x L)
+probabilities to global memory (see ``_triton``); elsewhere, and for rows longer than ``MAX_KEYS``, the
+same function runs on ``ssaf.transforms`` (materialising the probabilities), with a one-line warning
+where a fused kernel was asked for. The results are the same (tested, float64 oracle, under Triton's
+interpreter on CPU: ``TRITON_INTERPRET=1``).
+
+Transforms, named as in ``ssaf.transforms``: ``sparsemax``, ``sparsegen_lin`` (``lam``), ``entmax15``,
+``entmax_bisect`` (``alpha``); softmax stays on sdpa.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ssaf import transforms as T
+from ssaf.transforms._common import warn_once
+
+TRANSFORMS = ("sparsemax", "sparsegen_lin", "entmax15", "entmax_bisect")
+MAX_KEYS = 512  # a block of queries holds its whole key row on chip
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+BLOCK_M = 16
+TOL = 1e-5  # alpha-entmax's row-sum tolerance: fp32 arithmetic in the kernel, its powers through exp2(log2)
+N_ITER = 100  # alpha-entmax's search steps at most (it stops at TOL, usually within 10)
+
+
+def interpreted() -> bool:
+    """Triton's interpreter (numpy, on CPU): correctness tests without a GPU; says nothing about speed."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def unsupported(q: Tensor, k: Tensor, transform: str) -> str | None:
+    """Why the fused kernel cannot serve these inputs (None: it can)."""
+    if transform not in TRANSFORMS:
+        return f"transform {transform!r} (the kernel serves {', '.join(TRANSFORMS)})"
+    if not triton_available():
+        return "triton is not installed"
+    if not (q.is_cuda or (interpreted() and q.device.type == "cpu")):
+        return f"tensors on {q.device} (the kernel runs on CUDA)"
+    if k.shape[-2] > MAX_KEYS:
+        return f"rows of {k.shape[-2]} keys (the kernel holds at most {MAX_KEYS})"
+    if q.shape[-1] not in HEAD_DIMS:
+        return f"head dim {q.shape[-1]} (the kernel serves {', '.join(map(str, HEAD_DIMS))})"
+    if q.dtype not in DTYPES:
+        return f"dtype {q.dtype}"
+    return None
+
+
+def _per_head(value: Tensor | float | None, name: str, default: float, heads: int, like: Tensor) -> Tensor:
+    """A parameter as a (H,) fp32 tensor (a float, or per head: (H,) or (1, H, 1, 1))."""
+    if value is None:
+        value = default
+    if not isinstance(value, Tensor):
+        return torch.full((heads,), float(value), dtype=torch.float32, device=like.device)
+    if value.numel() != heads and value.numel() != 1:
+        raise ValueError(f"{name} of shape {tuple(value.shape)}: give a float or one value per head ({heads})")
+    return value.reshape(-1).expand(heads).to(device=like.device, dtype=torch.float32)
+
+
+def sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    transform: str,
+    *,
+    lam: Tensor | float | None = None,
+    alpha: Tensor | float | None = None,
+    key_padding_mask: Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    kernel: str = "auto",
+) -> Tensor:
+    """Attention with a sparse transform of the scores: ``transform(q k^T * scale) v``, (B, H, Lq, D) out.
+
+    Args:
+        q, k, v: (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); fp32, bf16 or fp16 (thresholds in fp32).
+        transform: ``sparsemax``, ``sparsegen_lin``, ``entmax15`` or ``entmax_bisect``.
+        lam: sparsegen-lin's lam < 1, a float or one per head ((H,) or (1, H, 1, 1)); gets a gradient.
+        alpha: alpha-entmax's alpha > 1, likewise.
+        key_padding_mask: (B, Lk) bool, True = a real token (may be attended).
+        scale: the score scale (default 1 / sqrt(D)).
+        dropout_p: attention dropout on the probabilities (training); the same distribution as
+            ``torch.nn.functional.dropout`` on them, different random numbers.
+        kernel: ``auto`` (fused where it serves the inputs, else torch), ``triton`` (fused, else a
+            warning and torch), ``torch``.
+
+    A fully masked row gives zeros; a row with a NaN or +inf score gives NaN (as ``ssaf.transforms``).
+    """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; the kernels serve {', '.join(TRANSFORMS)}")
+    if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q, k, v must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    b, h, _, d = q.shape
+    if key_padding_mask is not None and (
+        key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (b, k.shape[2])
+    ):
+        raise ValueError(f"key_padding_mask must be a (B, Lk) = ({b}, {k.shape[2]}) bool tensor (True = a real token)")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    scale = d**-0.5 if scale is None else float(scale)
+    if transform == "sparsegen_lin" and lam is not None:
+        if not isinstance(lam, Tensor) and not (math.isfinite(lam) and lam < 1):
+            raise ValueError(f"lam must be finite and < 1, got {lam}")
+        param = 1.0 / (1.0 - _per_head(lam, "lam", 0.0, h, q))  # the scale 1 / (1 - lam), with autograd
+    elif transform == "entmax_bisect":
+        if not isinstance(alpha, Tensor) and alpha is not None and not (math.isfinite(alpha) and alpha > 1):
+            raise ValueError(f"alpha must be finite and > 1, got {alpha}")
+        param = _per_head(alpha, "alpha", 1.5, h, q)
+    else:
+        param = torch.ones(h, dtype=torch.float32, device=q.device)
+    why = None if kernel == "torch" else unsupported(q, k, transform)
+    if kernel == "torch" or why is not None:
+        if kernel == "triton" and why is not None:
+            warn_once(f"kernels: {why}", f"ssaf.kernels: the fused kernel does not serve {why}; the torch path runs")
+        return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p)
+    seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else 0  # CPU generator: no device sync
+    return _SparseAttention.apply(q, k, v, param, key_padding_mask, transform, scale, dropout_p, seed)
+
+
+def reference(
+    q: Tensor, k: Tensor, v: Tensor, transform: str, param: Tensor, key_padding_mask: Tensor | None,
+    scale: float, dropout_p: float,
+) -> Tensor:  # fmt: skip
+    """The same attention on ``ssaf.transforms``, materialising the probabilities (the fallback and oracle)."""
+    s = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, Lq, Lk)
+    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    per_head = param.view(1, -1, 1, 1)
+    if transform == "sparsemax":
+        p = T.sparsemax(s, mask=mask)
+    elif transform == "sparsegen_lin":
+        p = T.sparsegen_lin(s, 1.0 - 1.0 / per_head, mask=mask, validate=False)
+    elif transform == "entmax15":
+        p = T.entmax15(s, mask=mask)
+    else:
+        p = T.entmax_bisect(s, per_head.to(s.dtype), mask=mask, validate=False)
+    p = torch.nn.functional.dropout(p, p=dropout_p, training=dropout_p > 0)
+    return torch.matmul(p.to(v.dtype), v)
+
+
+def _code(transform: str) -> int:
+    from ssaf.kernels import _triton
+
+    return {"sparsemax": _triton.SPARSEMAX, "sparsegen_lin": _triton.SPARSEMAX, "entmax15": _triton.ENTMAX15}.get(
+        transform, _triton.BISECT
+    )
+
+
+def _launch_args(q: Tensor, k: Tensor, v: Tensor, o: Tensor, kpm: Tensor | None) -> list[Any]:
+    strides = [*q.stride(), *k.stride(), *v.stride(), *o.stride()]
+    return strides + ([*kpm.stride()] if kpm is not None else [0, 0])
+
+
+def _meta(q: Tensor, k: Tensor, transform: str, kpm: Tensor | None, dropout_p: float) -> dict[str, Any]:
+    import triton
+
+    return {
+        "TRANSFORM": _code(transform),
+        "HAS_KPM": kpm is not None,
+        "DROPOUT": dropout_p > 0,
+        "IEEE": q.dtype == torch.float32,  # fp32 scores exactly, not in TF32
+        "BLOCK_M": BLOCK_M,
+        "D_PAD": max(16, triton.next_power_of_2(q.shape[-1])),
+    }
+
+
+class _SparseAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, param, kpm, transform, scale, dropout_p, seed):
+        import triton
+
+        from ssaf.kernels import _triton
+
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        b, h, lq, d = q.shape
+        lk = k.shape[2]
+        out = torch.empty_like(q)
+        stats = torch.empty((4, b * h * lq), dtype=torch.float32, device=q.device)  # m, tau, z, err per row
+        kpm_i = None if kpm is None else kpm.to(torch.int8).contiguous()
+        meta = _meta(q, k, transform, kpm_i, dropout_p)
+        l_pad = max(16, triton.next_power_of_2(lk))
+        n_iter = (
+            l_pad + 2
+            if meta["TRANSFORM"] == _triton.SPARSEMAX
+            else (200 if meta["TRANSFORM"] == _triton.ENTMAX15 else N_ITER)
+        )
+        grid = (triton.cdiv(lq, BLOCK_M), b * h)
+        _triton._fwd[grid](
+            q, k, v, out, kpm_i if kpm_i is not None else q, param.contiguous(), stats[0], stats[1], stats[2], stats[3],
+            *_launch_args(q, k, v, out, kpm_i), h, lq, lk, d, scale, dropout_p, seed, TOL, n_iter,
+            L_PAD=l_pad, **meta,
+        )  # fmt: skip
+        if transform == "entmax_bisect":
+            from ssaf.transforms.entmax import warn_unconverged
+
+            warn_unconverged(float(param[0]) if bool((param == param[0]).all()) else param, stats[3].amax(), TOL)
+        ctx.save_for_backward(q, k, v, param, stats, kpm_i)
+        ctx.transform, ctx.scale, ctx.dropout_p, ctx.seed, ctx.l_pad = transform, scale, dropout_p, seed, l_pad
+        return out
+
+    @staticmethod
+    def backward(ctx, do):
+        import triton
+
+        from ssaf.kernels import _triton
+
+        q, k, v, param, stats, kpm_i = ctx.saved_tensors
+        do = do.contiguous()
+        b, h, lq, d = q.shape
+        lk = k.shape[2]
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        rows = torch.empty((2, b * h * lq), dtype=torch.float32, device=q.device)  # delta, d(param) per row
+        meta = _meta(q, k, ctx.transform, kpm_i, ctx.dropout_p)
+        kpm_arg = kpm_i if kpm_i is not None else q
+        args = _launch_args(q, k, v, do, kpm_i)
+        common = (h, lq, lk, d, ctx.scale, ctx.dropout_p, ctx.seed)
+        _triton._bwd_rows[(triton.cdiv(lq, BLOCK_M), b * h)](
+            q, k, v, do, dq, kpm_arg, param, stats[0], stats[1], stats[2], rows[0], rows[1], *args, *common,
+            L_PAD=ctx.l_pad, **meta,
+        )  # fmt: skip
+        block_n = 16 if lk <= 64 else 32
+        _triton._bwd_keys[(triton.cdiv(lk, block_n), b * h)](
+            q, k, v, do, dk, dv, kpm_arg, param, stats[0], stats[1], stats[2], rows[0], *args, *common,
+            BLOCK_N=block_n, **meta,
+        )  # fmt: skip
+        dparam = None
+        if ctx.needs_input_grad[3] and ctx.transform in ("sparsegen_lin", "entmax_bisect"):
+            dparam = rows[1].view(b, h, lq).sum(dim=(0, 2))
+        return dq, dk, dv, dparam, None, None, None, None, None
