@@ -21,11 +21,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import (
+    AlbertConfig,
+    AlbertForQuestionAnswering,
+    AlbertForSequenceClassification,
+    AlbertModel,
     AutoConfig,
     AutoModel,
     AutoModelForQuestionAnswering,
@@ -42,15 +47,30 @@ from transformers import (
     ElectraForQuestionAnswering,
     ElectraForSequenceClassification,
     ElectraModel,
+    ModernBertConfig,
+    ModernBertForQuestionAnswering,
+    ModernBertForSequenceClassification,
+    ModernBertModel,
     PretrainedConfig,
     PreTrainedModel,
     RobertaConfig,
     RobertaForQuestionAnswering,
     RobertaForSequenceClassification,
     RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaForQuestionAnswering,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaModel,
 )
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
+from transformers.models.albert.modeling_albert import AlbertAttention
+from transformers.models.bert.modeling_bert import BertSelfAttention
+from transformers.models.distilbert.modeling_distilbert import DistilBertSelfAttention
+from transformers.models.electra.modeling_electra import ElectraSelfAttention
+from transformers.models.modernbert.modeling_modernbert import ModernBertAttention
+from transformers.models.roberta.modeling_roberta import RobertaSelfAttention
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaSelfAttention
 
 from ssaf import registry
 from ssaf import transforms as T
@@ -220,13 +240,20 @@ class AttentionStats:
             raise ValueError(f"attention statistics: every must be >= 1 (1 = every batch), got {every}")
         self.every = every
         self._calls: dict[int, int] = {}  # layer -> forward passes seen
-        self._layer_of: dict[int, int] = {}
+        self._position = 0  # attention calls so far in the current forward pass
         self._sums: dict[int, Tensor] = {}  # layer -> (3, H): zero fraction, support, entropy sums
         self._rows: dict[int, Tensor] = {}  # layer -> (H,) rows counted
 
     @torch.no_grad()
+    def new_forward(self) -> None:
+        """A forward pass of the model starts: the next attention call is layer 0."""
+        self._position = 0
+
     def update(self, module: nn.Module, probs: Tensor, mask: Tensor | None) -> None:
-        layer = self._layer_of.setdefault(id(module), len(self._layer_of))
+        # The layer is the call's place in the forward pass, not the module: ALBERT calls one shared module
+        # for every layer.
+        layer = self._position
+        self._position += 1
         seen = self._calls[layer] = self._calls.get(layer, 0) + 1
         if (seen - 1) % self.every:
             return
@@ -273,8 +300,17 @@ class AttentionStats:
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention modules that call the attention interface, in layer order."""
-    return [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
+    """The self-attention modules that call the attention interface, in layer order (ALBERT: the one module
+    its layers share)."""
+    return [m for m in model.modules() if isinstance(m, ATTENTION_CLASSES)]
+
+
+def num_heads(module: nn.Module) -> int:
+    for name in ("num_attention_heads", "n_heads", "num_heads"):
+        if isinstance(value := getattr(module, name, None), int):
+            return value
+    config: Any = module.config  # ModernBERT keeps the head count only in its config
+    return int(config.num_attention_heads)
 
 
 @contextmanager
@@ -284,9 +320,11 @@ def record_attention_stats(model: nn.Module, every: int = 1) -> Iterator[Attenti
     modules = attention_modules(model)
     for m in modules:
         m._ssaf_recorder = stats  # type: ignore[assignment]
+    hook = model.register_forward_pre_hook(lambda *_: stats.new_forward())
     try:
         yield stats
     finally:
+        hook.remove()
         for m in modules:
             m._ssaf_recorder = None  # type: ignore[assignment]
 
@@ -305,7 +343,7 @@ def attach(model: nn.Module, spec: AttentionSpec) -> None:
     t = spec.record
     for m in attention_modules(model):
         if t.learned:
-            heads: int = getattr(m, "num_attention_heads", None) or m.n_heads  # type: ignore[assignment]
+            heads = num_heads(m)
             module = (
                 T.LearnedAlpha(heads, init=spec.alpha) if t.param == "alpha" else T.LearnedLambda(heads, init=spec.lam)
             )
@@ -338,43 +376,69 @@ def learned_values(model: nn.Module) -> dict[str, list[list[float]]]:
 
 # ----------------------------------------------------------------------------- config and model classes
 
-_FAMILIES: dict[str, tuple[type[PretrainedConfig], dict[Any, type[PreTrainedModel]]]] = {
-    "bert": (
+
+@dataclass(frozen=True)
+class Family:
+    """An encoder family whose self-attention goes through transformers' attention interface."""
+
+    config: type[PretrainedConfig]
+    models: dict[Any, type[PreTrainedModel]]  # Auto class -> stock model class
+    attention: type[nn.Module]  # the module that calls the attention interface (one per layer, or shared)
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family(
         BertConfig,
-        {
-            AutoModel: BertModel,
-            AutoModelForSequenceClassification: BertForSequenceClassification,
-            AutoModelForQuestionAnswering: BertForQuestionAnswering,
-        },
+        {AutoModel: BertModel, AutoModelForSequenceClassification: BertForSequenceClassification,
+         AutoModelForQuestionAnswering: BertForQuestionAnswering},
+        BertSelfAttention,
     ),
-    "roberta": (
+    "roberta": Family(
         RobertaConfig,
-        {
-            AutoModel: RobertaModel,
-            AutoModelForSequenceClassification: RobertaForSequenceClassification,
-            AutoModelForQuestionAnswering: RobertaForQuestionAnswering,
-        },
+        {AutoModel: RobertaModel, AutoModelForSequenceClassification: RobertaForSequenceClassification,
+         AutoModelForQuestionAnswering: RobertaForQuestionAnswering},
+        RobertaSelfAttention,
     ),
-    "distilbert": (
+    "xlm-roberta": Family(
+        XLMRobertaConfig,
+        {AutoModel: XLMRobertaModel, AutoModelForSequenceClassification: XLMRobertaForSequenceClassification,
+         AutoModelForQuestionAnswering: XLMRobertaForQuestionAnswering},
+        XLMRobertaSelfAttention,
+    ),
+    "distilbert": Family(
         DistilBertConfig,
-        {
-            AutoModel: DistilBertModel,
-            AutoModelForSequenceClassification: DistilBertForSequenceClassification,
-            AutoModelForQuestionAnswering: DistilBertForQuestionAnswering,
-        },
+        {AutoModel: DistilBertModel, AutoModelForSequenceClassification: DistilBertForSequenceClassification,
+         AutoModelForQuestionAnswering: DistilBertForQuestionAnswering},
+        DistilBertSelfAttention,
     ),
-    "electra": (
+    "electra": Family(
         ElectraConfig,
-        {
-            AutoModel: ElectraModel,
-            AutoModelForSequenceClassification: ElectraForSequenceClassification,
-            AutoModelForQuestionAnswering: ElectraForQuestionAnswering,
-        },
+        {AutoModel: ElectraModel, AutoModelForSequenceClassification: ElectraForSequenceClassification,
+         AutoModelForQuestionAnswering: ElectraForQuestionAnswering},
+        ElectraSelfAttention,
     ),
+    "albert": Family(  # one attention module shared by every layer (ALBERT shares its layers' weights)
+        AlbertConfig,
+        {AutoModel: AlbertModel, AutoModelForSequenceClassification: AlbertForSequenceClassification,
+         AutoModelForQuestionAnswering: AlbertForQuestionAnswering},
+        AlbertAttention,
+    ),
+    "modernbert": Family(  # alternating global and sliding-window (local) layers; see README
+        ModernBertConfig,
+        {AutoModel: ModernBertModel, AutoModelForSequenceClassification: ModernBertForSequenceClassification,
+         AutoModelForQuestionAnswering: ModernBertForQuestionAnswering},
+        ModernBertAttention,
+    ),
+}  # fmt: skip
+ATTENTION_CLASSES = tuple(f.attention for f in FAMILIES.values())
+UNSUPPORTED = {  # families whose attention bypasses the interface, and why
+    "deberta-v2": "DeBERTa-v2's disentangled attention computes its own scores and softmax (no attention interface)",
+    "deberta": "DeBERTa's disentangled attention computes its own scores and softmax (no attention interface)",
 }
 
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {}  # stock model_type -> ssaf config class
 MODEL_CLASSES: dict[tuple[str, type], type[PreTrainedModel]] = {}  # (stock model_type, Auto class) -> class
+REMOTE_MODULE = "ssaf_modeling"  # the file a saved model carries, for trust_remote_code=True
 
 
 def _config_class(family: str, base: type[PretrainedConfig]) -> type[PretrainedConfig]:
@@ -387,7 +451,34 @@ def _config_class(family: str, base: type[PretrainedConfig]) -> type[PretrainedC
     return type(name, (base,), {"model_type": f"ssaf_{family}", "__init__": __init__, "__module__": __name__})
 
 
-def _model_class(base: type[PreTrainedModel], config_cls: type[PretrainedConfig]) -> type[PreTrainedModel]:
+def remote_auto_map(family: str) -> dict[str, str]:
+    """config.json's ``auto_map``: the classes of the file a saved model carries (``trust_remote_code``)."""
+    f = FAMILIES[family]
+    names = {"AutoConfig": f"Ssaf{f.config.__name__}"}
+    names.update({auto.__name__: f"Ssaf{model.__name__}" for auto, model in f.models.items()})
+    return {auto: f"{REMOTE_MODULE}.{cls}" for auto, cls in names.items()}
+
+
+def write_remote_module(save_directory: str | Path, family: str) -> None:
+    """The module that lets plain transformers load a saved ssaf model with ``trust_remote_code=True``."""
+    f = FAMILIES[family]
+    lines = [
+        '"""Written by ssaf beside a saved model: `AutoModel...from_pretrained(dir,',
+        "trust_remote_code=True)` loads it with its sparse attention, without `import ssaf` in your code. It",
+        'needs the ssaf package installed (pip install ssaf)."""',
+        "",
+        "import ssaf",
+        "from ssaf import attention as _attention",
+        "",
+        "ssaf.register()",
+        f"Ssaf{f.config.__name__} = _attention.CONFIG_CLASSES[{family!r}]",
+    ]
+    for auto, model in f.models.items():
+        lines.append(f"Ssaf{model.__name__} = _attention.MODEL_CLASSES[({family!r}, _attention.{auto.__name__})]")
+    (Path(save_directory) / f"{REMOTE_MODULE}.py").write_text("\n".join(lines) + "\n")
+
+
+def _model_class(family: str, base: type[PreTrainedModel], config_cls: type[PretrainedConfig]) -> type[PreTrainedModel]:
     def __init__(self: PreTrainedModel, config: PretrainedConfig, *args: Any, **kwargs: Any) -> None:
         base.__init__(self, config, *args, **kwargs)
         attach(self, AttentionSpec.from_config(config))
@@ -404,10 +495,25 @@ def _model_class(base: type[PreTrainedModel], config_cls: type[PretrainedConfig]
                 m._is_hf_initialized = True  # type: ignore[assignment]  # transformers skips modules marked so
         base.initialize_weights(self)
 
+    def save_pretrained(self: PreTrainedModel, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        # With the module beside it and the auto_map in config.json, plain transformers loads the model with
+        # trust_remote_code=True; without them it would say "does not recognize ssaf_bert ... upgrade".
+        self.config.auto_map = remote_auto_map(family)
+        result = base.save_pretrained(self, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_module(save_directory, family)
+        return result
+
     attrs = {
         "config_class": config_cls,
         "__init__": __init__,
         "initialize_weights": initialize_weights,
+        "save_pretrained": save_pretrained,
+        # The classification and QA heads' losses are means over the batch that ignore num_items_in_batch.
+        # Their forward takes **kwargs, so Trainer would otherwise assume a summed loss and, to average
+        # over devices, multiply it by the number of processes: a doubled loss (and gradient norms, so
+        # clipping) under torchrun with 2 processes.
+        "accepts_loss_kwargs": False,
         "__module__": __name__,
     }
     return type(f"Ssaf{base.__name__}", (base,), attrs)
@@ -418,8 +524,10 @@ def ssaf_config(base: PretrainedConfig, spec: AttentionSpec) -> PretrainedConfig
     register()
     model_type = base.model_type.removeprefix("ssaf_")
     if model_type not in CONFIG_CLASSES:
+        why = UNSUPPORTED.get(model_type, "its attention does not go through transformers' attention interface")
         raise ValueError(
-            f"model type {base.model_type!r} is not supported by ssaf; supported: {', '.join(CONFIG_CLASSES)}"
+            f"model type {base.model_type!r} is not supported by ssaf: {why}. Supported families: "
+            f"{', '.join(CONFIG_CLASSES)}"
         )
     values = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "ssaf_attention", "architectures")}
     config_cls: Any = CONFIG_CLASSES[model_type]
@@ -436,12 +544,12 @@ def register() -> None:
         return
     AttentionInterface.register(ATTN_IMPLEMENTATION, ssaf_attention_forward)
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
-    for family, (base_config, heads) in _FAMILIES.items():
-        config_cls = _config_class(family, base_config)
+    for family, f in FAMILIES.items():
+        config_cls = _config_class(family, f.config)
         AutoConfig.register(config_cls.model_type, config_cls)
         CONFIG_CLASSES[family] = config_cls
-        for auto, base_model in heads.items():
-            cls = _model_class(base_model, config_cls)
+        for auto, base_model in f.models.items():
+            cls = _model_class(family, base_model, config_cls)
             auto.register(config_cls, cls)
             MODEL_CLASSES[(family, auto)] = cls
     _registered = True

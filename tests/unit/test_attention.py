@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
+    AlbertConfig,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     BertConfig,
     BertTokenizerFast,
     DistilBertConfig,
     ElectraConfig,
+    ModernBertConfig,
     RobertaConfig,
+    XLMRobertaConfig,
     pipeline,
 )
 
@@ -39,6 +42,25 @@ FAMILIES = {
     "distilbert": DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **TINY),
     "electra": ElectraConfig(
         embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **TINY
+    ),
+    "xlm-roberta": XLMRobertaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, pad_token_id=1, **TINY
+    ),
+    # ALBERT: 2 layers sharing one attention module
+    "albert": AlbertConfig(
+        embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **TINY
+    ),
+    # ModernBERT: layer 0 global, layer 1 local with a window of 4 (+-2) keys, rows of 10 tokens: longer
+    "modernbert": ModernBertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        local_attention=4,
+        global_attn_every_n_layers=2,
+        pad_token_id=0,
+        classifier_pooling="mean",
+        **TINY,
     ),
 }
 
@@ -117,7 +139,8 @@ def test_softmax_gives_no_zeros_among_real_keys():
 def test_learned_parameters_live_in_each_layer_and_get_gradients(family, name):
     model = tiny_model(family, SPECS[name]).train()
     params = {n: p for n, p in model.named_parameters() if ".ssaf_" in n}
-    assert len(params) == 2, f"one per attention layer, got {sorted(params)}"
+    layers = 1 if family == "albert" else 2  # ALBERT's layers share one attention module, and so its parameter
+    assert len(params) == layers, f"one per attention module, got {sorted(params)}"
     ids, mask, _ = batch()
     model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0])).loss.backward()
     for n, p in params.items():
@@ -125,7 +148,7 @@ def test_learned_parameters_live_in_each_layer_and_get_gradients(family, name):
     values = learned_values(model)
     key = "alpha" if name == "learned_alpha" else "lam"
     torch.testing.assert_close(
-        torch.tensor(values[key]), torch.full((2, 4), SPECS[name].alpha if key == "alpha" else 0.2)
+        torch.tensor(values[key]), torch.full((layers, 4), SPECS[name].alpha if key == "alpha" else 0.2)
     )
 
 
@@ -142,13 +165,17 @@ def test_learned_parameters_start_at_their_init_when_added_to_a_pretrained_check
         values = learned_values(model)
         key = "alpha" if name == "learned_alpha" else "lam"
         want = SPECS[name].alpha if key == "alpha" else SPECS[name].lam
-        torch.testing.assert_close(torch.tensor(values[key]), torch.full((2, 4), want))
+        layers = 1 if family == "albert" else 2  # ALBERT's layers share one attention module
+        torch.testing.assert_close(torch.tensor(values[key]), torch.full((layers, 4), want))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", SPECS)
 @pytest.mark.parametrize("head", [AutoModelForSequenceClassification, AutoModelForQuestionAnswering])
-def test_save_and_load_restore_the_transform_and_its_parameters(tmp_path, name, head):
-    model = tiny_model("bert", SPECS[name], head=head)
+def test_save_and_load_restore_the_transform_and_its_parameters(tmp_path, name, head, family):
+    if family not in ("bert", "modernbert", "albert") and name not in ("sparse", "learned_lam"):
+        pytest.skip("every family with two transforms, three families with every transform: the code is shared")
+    model = tiny_model(family, SPECS[name], head=head)
     with torch.no_grad():  # move learned parameters off their init so the round trip is tested
         for n, p in model.named_parameters():
             if ".ssaf_" in n:
@@ -224,15 +251,19 @@ def test_bad_parameters_are_rejected(kwargs, match):
         AttentionSpec(**kwargs)
 
 
-def test_unsupported_model_type_is_rejected():
-    from transformers import GPT2Config
+def test_unsupported_model_type_is_rejected_naming_the_families():
+    from transformers import DebertaV2Config, GPT2Config
 
-    with pytest.raises(ValueError, match=r"model type 'gpt2' is not supported by ssaf; supported: bert"):
+    with pytest.raises(ValueError, match=r"model type 'gpt2' is not supported by ssaf: its attention does not go"):
         ssaf_config(GPT2Config(), AttentionSpec())
+    supported = "bert, roberta, xlm-roberta, distilbert, electra, albert, modernbert"
+    with pytest.raises(ValueError, match=rf"disentangled attention .*Supported families: {supported}"):
+        ssaf_config(DebertaV2Config(), AttentionSpec())
 
 
-def test_attention_stats_match_the_returned_probabilities():
-    model = tiny_model("bert", SPECS["sparsemax"])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "modernbert"])  # its window: the test below
+def test_attention_stats_match_the_returned_probabilities(family):
+    model = tiny_model(family, SPECS["sparsemax"])
     ids, mask, _ = batch()
     with torch.no_grad(), record_attention_stats(model) as stats:
         out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
@@ -308,3 +339,53 @@ def test_learned_parameters_are_not_range_checked_on_every_call(name, monkeypatc
     model = tiny_model("bert", SPECS[name])
     ids, mask, _ = batch()
     model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0])).loss.backward()
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "sparse", "entmax15", "learned_alpha"])
+def test_modernbert_local_layers_give_exact_zeros_outside_their_window(name):
+    """Its sliding-window (local) layers restrict each query to keys within +-2 (local_attention=4): the mask
+    that reaches the transform carries the window, so outside it the probabilities are exactly 0, while the
+    global layer attends to the whole (10-token) row."""
+    model = tiny_model("modernbert", SPECS[name])
+    ids, mask, _ = batch()
+    with torch.no_grad(), record_attention_stats(model) as stats:
+        out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    global_, local = out.attentions  # (B, H, Q, K) each
+    distance = (torch.arange(10)[:, None] - torch.arange(10)[None, :]).abs()
+    assert (local[..., distance > 2] == 0).all(), "keys outside the window get exactly zero"
+    assert (global_[..., distance > 2] > 0).any(), "the global layer attends beyond the window"
+    torch.testing.assert_close(local.sum(-1)[0], torch.ones(4, 10))  # rows of the unpadded sequence sum to 1
+    support = stats.summary()["support"]  # per layer and head
+    assert [len(layer) for layer in support] == [4, 4]
+    assert all(s <= 5 for s in support[1]), "a local row has at most the 5 keys of its window"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_saved_model_loads_with_plain_transformers_and_trust_remote_code(tmp_path, family):
+    """No `import ssaf` in the loading code: the saved model carries a module naming its classes (it needs
+    the ssaf package installed); without trust_remote_code transformers says what to do."""
+    import json
+    import subprocess
+    import sys
+
+    model = tiny_model(family, SPECS["learned_lam"])
+    model.save_pretrained(tmp_path)
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+    torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoConfig"].startswith("ssaf_modeling.")
+    code = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForSequenceClassification\n"
+        f"m = AutoModelForSequenceClassification.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()\n"
+        f"x = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+        "with torch.no_grad():\n"
+        "    logits = m(input_ids=x['ids'], attention_mask=x['mask']).logits\n"
+        f"torch.save(logits, {str(tmp_path / 'logits.pt')!r})\n"
+        "print(type(m).__name__, 'ssaf' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[0] == type(model).__name__
+    assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
