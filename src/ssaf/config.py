@@ -8,6 +8,7 @@ server. Each error names the key, the value and the fix. Imports no torch and no
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -120,6 +121,11 @@ def check_precision(precision: str) -> None:
 
 
 def check_logger(lg: LoggerSettings) -> None:
+    if lg.name == "tensorboard" and lg.mode != "disabled" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "logger=tensorboard needs the tensorboard package: pip install 'ssaf[tensorboard]' "
+            "(or use logger=wandb logger.mode=offline, or logger=none)"
+        )
     if lg.name != "wandb" or lg.mode != "online":
         return
     if not wandb_key_configured():

@@ -19,12 +19,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
+from ssaf import keys
 from ssaf.attention import learned_values
 from ssaf.config import ConfigError, RunSettings, settings
 from ssaf.models import build_model
 from ssaf.prepare import PREPARE, Prepared
 from ssaf.summary import AttentionInfo, Budget, DataInfo, RunSummary, Timing, write_json, write_summary
-from ssaf.tracking import WandbCallback, run_info, start_wandb
+from ssaf.tracking import Tracker, TrackingCallback, run_info, start_tracker
 from ssaf.training import SsafTrainer, TrainingClock, last_complete_checkpoint, training_arguments
 from ssaf.viz import heatmap_figure
 
@@ -39,7 +40,7 @@ class Run:
     work_dir: Path
     data: Prepared
     trainer: SsafTrainer
-    wandb: Any  # the W&B run, or None
+    tracker: Tracker | None  # W&B or TensorBoard, or None
     summary: RunSummary
 
     @property
@@ -70,7 +71,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
 
 
 def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
-    """Data, model and trainer; W&B started; the run's summary written as ``running``."""
+    """Data, model and trainer; the tracker started; the run's summary written as ``running``."""
     model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
     data = PREPARE[s.task.kind](s, tokenizer)
     trainer = data.trainer_cls(
@@ -89,7 +90,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
         info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint)
         write_json(work_dir / "run_info.json", info)
         write_summary(work_dir, r.summary)
-        r.wandb = start_wandb(
+        r.tracker = start_tracker(
             s.logger,
             work_dir,
             name=f"{s.task.name}-{s.attn_name}-{s.model.name}-s{s.seed}",
@@ -97,11 +98,11 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
             tags=[f"attn:{s.attn_name}", f"model:{s.model.name}", f"data:{data.source}"],
             config={**config, "run_info": info},
         )
-        if r.wandb is not None:
+        if r.tracker is not None:
             heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
             trainer.add_callback(
-                WandbCallback(
-                    r.wandb, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
+                TrackingCallback(
+                    r.tracker, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
                 )
             )
     return r
@@ -136,7 +137,7 @@ def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
         if final is None:
             final = r.trainer.evaluate()  # the best checkpoint, loaded at the end of training
         for split, ds in r.data.tests.items():
-            final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=f"eval_{split}"))
+            final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=keys.prefix(split)))
     except Exception as e:
         raise RuntimeError(
             f"final evaluation failed ({e.__class__.__name__}: {e}); the trained model is in {r.work_dir / 'model'}"
@@ -189,10 +190,9 @@ def finish(
             # The best model is in model/; the checkpoints (with their optimizer state, ~3x the weights)
             # only served resuming, and the run is complete.
             shutil.rmtree(r.work_dir / "checkpoints", ignore_errors=True)
-        if r.wandb is not None:
-            log_prediction_table(r.wandb, trainer)
-            r.wandb.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
-            r.wandb.finish()
+        if r.tracker is not None:
+            log_prediction_table(r.tracker, trainer)
+            r.tracker.finish(final)
         print(summary_table(summary))
     return summary
 
@@ -205,8 +205,8 @@ def stopped(r: Run, status: str, error: str) -> None:
     timing = Timing(sum(segments), segments, state.global_step, state.epoch or 0.0, None, None, None, 0.0, False)
     summary = replace(r.summary, status=status, error=error, train=timing, history=state.log_history)
     write_summary(r.work_dir, summary)
-    if r.wandb is not None:
-        r.wandb.finish(exit_code=1)
+    if r.tracker is not None:
+        r.tracker.finish(None)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -214,7 +214,7 @@ def stopped(r: Run, status: str, error: str) -> None:
 
 def selection_metric(s: RunSettings) -> str:
     """The metric that selects the checkpoint: the headline metric on the first eval split."""
-    return f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
+    return keys.metric(s.task.eval_splits[0], s.task.metric_for_best)
 
 
 def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> RunSummary:
@@ -274,20 +274,18 @@ def last_evaluation_if_best(state: Any) -> dict[str, float] | None:
     return final or None
 
 
-def log_prediction_table(run: Any, trainer: Any, n: int = 20) -> None:
-    """A W&B table of the first ``n`` QA predictions next to their gold answers."""
+def log_prediction_table(tracker: Tracker, trainer: Any, n: int = 20) -> None:
+    """A table of the first ``n`` QA predictions next to their gold answers."""
     predictions = getattr(trainer, "last_predictions", None)
     if not predictions:
         return
-    import wandb
-
     for split, preds in predictions.items():
         ex = trainer.eval_examples[split]
         rows = [
             [ex[i]["id"], ex[i]["question"], preds[ex[i]["id"]], " | ".join(ex[i]["answers"]["text"])]
             for i in range(min(n, len(ex)))
         ]
-        run.log({f"predictions/{split}": wandb.Table(columns=["id", "question", "prediction", "gold"], data=rows)})
+        tracker.predictions(split, ["id", "question", "prediction", "gold"], rows)
 
 
 def summary_table(summary: RunSummary) -> str:
@@ -297,7 +295,7 @@ def summary_table(summary: RunSummary) -> str:
     rows = ["", head, f"{'split':<24} {metrics[0]:>11} {metrics[1]:>9} {'zeros':>7} {'support':>8} {'entropy':>8}"]
     nan = float("nan")
     for split in summary.all_splits:
-        f = {k.removeprefix(f"eval_{split}_"): v for k, v in summary.final.items()}
+        f = {k.removeprefix(keys.metric(split, "")): v for k, v in summary.final.items()}
         rows.append(
             f"{split:<24} {f.get(metrics[0], nan):>11.4f} {f.get(metrics[1], nan):>9.4f} "
             f"{f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "

@@ -22,7 +22,7 @@ from ssaf import registry
 SOURCES = ("auto", "local", "hub", "sample")
 KERNELS = ("auto", "triton", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-LOGGERS = ("wandb", "tensorboard", "mlflow", "none")
+LOGGERS = ("wandb", "tensorboard", "none")
 MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -238,7 +238,7 @@ class TrainerSettings:
 
 @dataclass
 class LoggerSettings:
-    name: str = "wandb"  # wandb | tensorboard | mlflow | none
+    name: str = "wandb"  # wandb | tensorboard | none
     mode: str = "auto"  # for wandb: auto | online | offline | disabled
     project: str = "ssaf"
     entity: str | None = None

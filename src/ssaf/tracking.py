@@ -1,4 +1,5 @@
-"""W&B with an offline fallback that never blocks, and the run directory's metrics.json / run_info.json."""
+"""Trackers (W&B with an offline fallback that never blocks, or TensorBoard), the callback that feeds them,
+and the run directory's run_info.json."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+import yaml
 from transformers import TrainerCallback
 
+from ssaf import keys
 from ssaf.attention import learned_values
 from ssaf.config import reachable, wandb_key_configured, wandb_server
 from ssaf.settings import LoggerSettings
@@ -24,87 +27,168 @@ log = logging.getLogger(__name__)
 
 
 def resolve_mode(settings: LoggerSettings) -> str:
-    """'auto' -> online when a key is configured and the server answers, else offline; no W&B -> disabled.
+    """W&B's mode: 'auto' -> online when a key is configured and the server answers, else offline.
     (``logger.mode=online`` without a key or a server is refused earlier, by ``ssaf.config``.)"""
-    if settings.name != "wandb":
-        return "disabled"
     if settings.mode != "auto":
         return settings.mode
     return "online" if wandb_key_configured() and reachable(*wandb_server()) else "offline"
 
 
-def start_wandb(
-    settings: LoggerSettings, run_dir: Path, name: str, group: str, tags: list[str], config: dict[str, Any]
-) -> Any:
-    """wandb.init with everything passed explicitly; None when disabled. Never prompts for a login."""
-    mode = resolve_mode(settings)
-    if mode == "disabled":
-        return None
-    import wandb
+class Tracker(Protocol):
+    """Where a run's numbers and pictures go (W&B or TensorBoard); the keys are ``ssaf.keys``' names."""
 
-    run = wandb.init(
-        project=settings.project,
-        entity=settings.entity,
-        name=name,
-        group=group,
-        tags=tags,
-        config=config,
-        dir=str(run_dir),
-        mode=mode,  # type: ignore[arg-type]
-        reinit="finish_previous",
-        settings=wandb.Settings(console="off", silent=True),
-    )
-    log.info("W&B run %s (%s) in %s", run.name, mode, run.dir)
-    return run
+    def scalars(self, values: dict[str, float], step: int) -> None: ...
+    def figure(self, key: str, fig: Any, step: int) -> None: ...
+    def predictions(self, split: str, columns: list[str], rows: list[list[Any]]) -> None: ...
+    def finish(self, final: dict[str, float] | None) -> None:
+        """The run ends: ``final`` holds the selected checkpoint's metrics, or None when it stopped early."""
+
+
+def start_tracker(
+    settings: LoggerSettings, run_dir: Path, name: str, group: str, tags: list[str], config: dict[str, Any]
+) -> Tracker | None:
+    """The run's tracker, started; None for ``logger=none`` or ``logger.mode=disabled``."""
+    if settings.name == "none" or settings.mode == "disabled":
+        return None
+    if settings.name == "tensorboard":
+        return TensorBoardTracker(run_dir / "tensorboard", name, config)
+    return WandbTracker.start(settings, run_dir, name, group, tags, config)
+
+
+class WandbTracker:
+    """A W&B run, started with everything passed explicitly; never prompts for a login."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    @classmethod
+    def start(
+        cls, settings: LoggerSettings, run_dir: Path, name: str, group: str, tags: list[str], config: dict[str, Any]
+    ) -> WandbTracker:
+        import wandb
+
+        mode = resolve_mode(settings)
+        run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            name=name,
+            group=group,
+            tags=tags,
+            config=config,
+            dir=str(run_dir),
+            mode=mode,  # type: ignore[arg-type]
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        log.info("W&B run %s (%s) in %s", run.name, mode, run.dir)
+        return cls(run)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values, step=step)
+
+    def figure(self, key: str, fig: Any, step: int) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Image(fig)}, step=step)
+
+    def predictions(self, split: str, columns: list[str], rows: list[list[Any]]) -> None:
+        import wandb
+
+        self.run.log({f"predictions/{split}": wandb.Table(columns=list[str | int](columns), data=rows)})
+
+    def finish(self, final: dict[str, float] | None) -> None:
+        if final is not None:
+            self.run.summary.update(_finite(final))
+        self.run.finish(exit_code=0 if final is not None else 1)
+
+
+class TensorBoardTracker:
+    """TensorBoard event files in ``<run dir>/tensorboard`` (``tensorboard --logdir outputs``): the same
+    scalars under the same keys as W&B, the heatmaps as images, the final metrics under ``final/`` and the
+    run's configuration as text.
+
+    transformers' ``report_to="tensorboard"`` would log the Trainer's scalars only, through a second writer;
+    one writer for everything keeps the keys identical to W&B's (tested against the dashboard spec).
+    """
+
+    def __init__(self, log_dir: Path, name: str, config: dict[str, Any]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:  # torch's writer needs the tensorboard package
+            raise ImportError(
+                "logger=tensorboard needs the tensorboard package: pip install 'ssaf[tensorboard]'"
+            ) from e
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.step = 0
+        self.writer.add_text("config", "```yaml\n" + yaml.safe_dump(config, sort_keys=False) + "\n```", 0)
+        log.info("TensorBoard run %s in %s", name, log_dir)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        self.step = max(self.step, step)
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+
+    def figure(self, key: str, fig: Any, step: int) -> None:
+        self.writer.add_figure(key, fig, step, close=False)
+
+    def predictions(self, split: str, columns: list[str], rows: list[list[Any]]) -> None:
+        lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
+        lines += [" | ".join(str(c).replace("|", "/") for c in row) for row in rows]
+        self.writer.add_text(f"predictions/{split}", "\n".join(lines), self.step)
+
+    def finish(self, final: dict[str, float] | None) -> None:
+        for k, v in _finite(final or {}).items():
+            self.writer.add_scalar(f"final/{k}", v, self.step)
+        self.writer.close()
 
 
 def _finite(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-class WandbCallback(TrainerCallback):
+class TrackingCallback(TrainerCallback):
     """Logs train loss / lr, eval metrics, per-layer/head attention statistics, learned alpha/lam,
-    and a heatmap of a fixed example's attention at each evaluation.
+    and a heatmap of a fixed example's attention at each evaluation, to a :class:`Tracker`.
 
     Args:
-        run: the W&B run.
+        tracker: where the values go.
         stats: returns the trainer's attention statistics of the last evaluation, per eval prefix.
         heatmap: draws a matplotlib figure of the model's attention on a fixed example, or None.
     """
 
-    def __init__(self, run: Any, stats: Callable[[], dict[str, Any]], heatmap: Callable[[Any], Any] | None) -> None:
-        self.run, self.stats, self.heatmap = run, stats, heatmap
+    def __init__(
+        self, tracker: Tracker, stats: Callable[[], dict[str, Any]], heatmap: Callable[[Any], Any] | None
+    ) -> None:
+        self.tracker, self.stats, self.heatmap = tracker, stats, heatmap
         self._last_step = -1
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs and state.is_world_process_zero:
-            self.run.log(_finite(logs), step=state.global_step)
+            self.tracker.scalars(_finite(logs), state.global_step)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
         # Called once per eval split; the per-model pictures are logged once per step.
         if not state.is_world_process_zero or state.global_step == self._last_step:
             return
         self._last_step = state.global_step
-        import wandb
-
-        payload: dict[str, Any] = {}
+        payload: dict[str, float] = {}
         for prefix, stats in self.stats().items():
             for stat, layers in stats.summary().items():
                 for li, heads in enumerate(layers):
                     for hi, v in enumerate(heads):
-                        payload[f"{prefix}/attn_{stat}/layer{li}/head{hi}"] = v
+                        payload[keys.head_stat(prefix, stat, li, hi)] = v
         for name, layers in learned_values(kw["model"]).items():
             for li, heads in enumerate(layers):
                 for hi, v in enumerate(heads):
-                    payload[f"learned_{name}/layer{li}/head{hi}"] = v
+                    payload[keys.learned(name, li, hi)] = v
+        if payload:
+            self.tracker.scalars(payload, state.global_step)
         if self.heatmap is not None:
             import matplotlib.pyplot as plt
 
             fig = self.heatmap(kw["model"])
-            payload["attention_heatmap"] = wandb.Image(fig)
+            self.tracker.figure(keys.HEATMAP, fig, state.global_step)
             plt.close(fig)
-        if payload:
-            self.run.log(payload, step=state.global_step)
 
 
 def git_sha() -> str | None:

@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
+from ssaf import keys
 from ssaf.attention import AttentionStats, learned_parameters, learned_values, record_attention_stats
 from ssaf.console import interactive
 from ssaf.metrics import load_metric
@@ -273,11 +274,11 @@ class SsafTrainer(Trainer):
         with record_attention_stats(self.model, self.stats_sample_every) as stats:  # type: ignore[arg-type]
             metrics = self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
         self.attention_stats[metric_key_prefix] = stats
-        extra = {f"{metric_key_prefix}_attn_{k}": v for k, v in stats.means().items()}
-        extra[f"{metric_key_prefix}_attn_batches_measured"] = stats.batches_measured
+        extra = {keys.stat_mean(metric_key_prefix, k): v for k, v in stats.means().items()}
+        extra[keys.stat_mean(metric_key_prefix, "batches_measured")] = stats.batches_measured
         for name, values in learned_values(self.model).items():  # type: ignore[arg-type]
             flat = [v for layer in values for v in layer]
-            extra[f"{metric_key_prefix}_learned_{name}_mean"] = sum(flat) / len(flat)
+            extra[keys.learned_mean(metric_key_prefix, name)] = sum(flat) / len(flat)
         metrics.update(extra)
         self.log(extra)
         return metrics

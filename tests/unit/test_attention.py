@@ -169,12 +169,15 @@ def test_learned_parameters_start_at_their_init_when_added_to_a_pretrained_check
         torch.testing.assert_close(torch.tensor(values[key]), torch.full((layers, 4), want))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("name", SPECS)
+# Every family with two transforms, three families with every transform: the code is shared.
+SAVE_CASES = [
+    (f, n) for f in FAMILIES for n in SPECS if f in ("bert", "modernbert", "albert") or n in ("sparse", "learned_lam")
+]
+
+
+@pytest.mark.parametrize(("family", "name"), SAVE_CASES)
 @pytest.mark.parametrize("head", [AutoModelForSequenceClassification, AutoModelForQuestionAnswering])
 def test_save_and_load_restore_the_transform_and_its_parameters(tmp_path, name, head, family):
-    if family not in ("bert", "modernbert", "albert") and name not in ("sparse", "learned_lam"):
-        pytest.skip("every family with two transforms, three families with every transform: the code is shared")
     model = tiny_model(family, SPECS[name], head=head)
     with torch.no_grad():  # move learned parameters off their init so the round trip is tested
         for n, p in model.named_parameters():
@@ -193,23 +196,21 @@ def test_save_and_load_restore_the_transform_and_its_parameters(tmp_path, name, 
     assert learned_values(model) == learned_values(loaded)
 
 
-def test_pipeline_runs_on_a_saved_ssaf_model(tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pipeline_runs_on_a_saved_ssaf_model(tmp_path, family):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "a", "very"]
     vocab += [f"w{i}" for i in range(99 - len(vocab))]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab))
     tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    model = tiny_model("bert", SPECS["sparse"])
+    model = tiny_model(family, SPECS["sparse"])
     model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
     out_dir = tmp_path / "model"
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     clf = pipeline("text-classification", model=str(out_dir))
-    assert type(clf.model).__name__ == "SsafBertForSequenceClassification"
+    assert type(clf.model).__name__ == f"Ssaf{type(model).__mro__[1].__name__}"
     preds = clf(["a very good movie", "bad"])
-    assert [p["label"] for p in preds] == [p["label"] for p in preds] and {p["label"] for p in preds} <= {
-        "negative",
-        "positive",
-    }
+    assert len(preds) == 2 and {p["label"] for p in preds} <= {"negative", "positive"}
     direct = model(**tok(["bad"], return_tensors="pt")).logits.softmax(-1).max().item()
     assert preds[1]["score"] == pytest.approx(direct, abs=1e-5)
 

@@ -9,6 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssaf import keys
 from ssaf.summary import RunSummary, read_summary
 
 
@@ -85,7 +86,7 @@ class Run:
 
     @property
     def zero_by_layer(self) -> list[float]:
-        layers = self.s.attention.get(f"eval_{self.splits[0]}", {}).get("zero_fraction", [])
+        layers = self.s.attention.get(keys.prefix(self.splits[0]), {}).get("zero_fraction", [])
         return [statistics.fmean(heads) for heads in layers]
 
     @property
@@ -119,8 +120,8 @@ def load_run(path: Path) -> Run:
     if summary.status == "running":
         run.error = "no final status: still running, or killed (SIGKILL, out of memory) while running"
     for split in summary.all_splits:
-        if (metric := summary.final.get(f"eval_{split}_{summary.metric}")) is not None:
+        if (metric := summary.final.get(keys.metric(split, summary.metric))) is not None:
             run.metrics[split] = metric
-        if (zeros := summary.final.get(f"eval_{split}_attn_zero_fraction")) is not None:
+        if (zeros := summary.final.get(keys.stat_mean(keys.prefix(split), "zero_fraction"))) is not None:
             run.zero_fractions[split] = zeros
     return run
