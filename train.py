@@ -31,24 +31,29 @@ def _run_stamp() -> str:
 def main(cfg: DictConfig) -> float | None:
     global _started
     _started = True
-    from ssaf.config import ConfigError, go_offline_if_unreachable
+    from ssaf.config import ConfigError, go_offline_if_unreachable, settings
 
     go_offline_if_unreachable(cfg)  # before transformers / datasets are imported: they read it once
-    import matplotlib
-
-    matplotlib.use("Agg")  # the attention heatmaps logged to W&B are files, never windows
-    from ssaf.console import quiet_libraries
-    from ssaf.data import DataError
-    from ssaf.pipeline import run
-    from ssaf.summary import write_rejected
-
-    quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
     run_dir = Path(hc.runtime.output_dir)
     try:
+        settings(cfg, run_dir)  # every config error now, in seconds, before torch and transformers load
+        import matplotlib
+
+        matplotlib.use("Agg")  # the attention heatmaps logged to W&B are files, never windows
+        from ssaf.console import quiet_libraries
+        from ssaf.pipeline import run
+
+        quiet_libraries()
         summary = run(cfg, run_dir=run_dir, overrides=list(hc.overrides.task))
-    except (ConfigError, DataError) as e:
+    except Exception as e:
+        from ssaf.data import DataError  # after the config check: importing it loads datasets (seconds)
+
+        if not isinstance(e, (ConfigError, DataError)):
+            raise
+        from ssaf.summary import write_rejected
+
         log.error("%s", e)
         if not (run_dir / "metrics.json").exists():
             write_rejected(run_dir, str(e))  # Hydra made the folder before ssaf could check the command

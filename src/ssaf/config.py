@@ -84,6 +84,7 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
     if c.task.kind == "qa" and c.task.test_splits:
         raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
     check_data(c.data)
+    check_hub_offline(m.source, c.data.source, c.task.hub.path if c.task.hub else None)
     check_precision(t.precision)
     check_logger(c.logger)
     return RunSettings(
@@ -108,6 +109,33 @@ def check_data(d: DataSettings) -> None:
         raise ConfigError(
             f"data.dir={d.dir}: no such folder (from data.dir or SSAF_DATA_DIR); point it at the data root"
         )
+
+
+def check_hub_offline(model_source: str, data_source: str, hub_dataset: str | None) -> None:
+    """Offline (the HF offline variables set, by the user or by :func:`go_offline_if_unreachable`), a model or
+    data set from the hub must be in the local cache; say so now, not after the imports and the retries."""
+    if os.environ.get("HF_HUB_OFFLINE") != "1":
+        return
+    local = model_source.startswith("packaged:") or Path(model_source).exists()
+    if not local:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model_source, "config.json"), str):
+            raise ConfigError(
+                f"model.source={model_source}: the Hugging Face hub is unreachable (offline) and this model is not "
+                "in the local cache; use model=minilm (packaged with ssaf), model.source=<a local model directory>, "
+                "or run once with network to cache it"
+            )
+    if data_source == "hub" and hub_dataset:
+        from datasets import config as datasets_config
+
+        cached = Path(datasets_config.HF_DATASETS_CACHE) / hub_dataset.replace("/", "___")
+        if not cached.exists():
+            raise ConfigError(
+                f"data.source=hub: the Hugging Face hub is unreachable (offline) and {hub_dataset} is not in the "
+                f"local datasets cache ({cached}); use data.source=local with SSAF_DATA_DIR=<data folder> "
+                "(e.g. ../shared/data), data.source=sample for the demo set, or run once with network"
+            )
 
 
 def check_precision(precision: str) -> None:

@@ -346,6 +346,23 @@ def test_cli_bad_input_fails_fast_with_a_message(args, match, tmp_path):
     assert time.time() - t0 < 60
 
 
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["model=bert_base"], "use model=minilm (packaged with ssaf)"),
+        (["data.source=hub"], "use data.source=local with SSAF_DATA_DIR"),
+    ],
+)
+def test_offline_a_hub_model_or_data_set_not_in_the_cache_fails_in_seconds_with_the_fix(args, match, tmp_path):
+    t0 = time.time()
+    cache = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    r = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", *args, **cache)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert match in r.stderr + r.stdout
+    assert time.time() - t0 < 30, "checked before torch and transformers load (transformers alone retries 20-50 s)"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "rejected"
+
+
 def test_wandb_offline_writes_a_run_folder(tmp_path):
     r = run_cli("experiment=smoke", "logger=wandb", "logger.mode=offline", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
