@@ -120,7 +120,8 @@ def side_by_side_figure(
     tokens: list[str], probs: list[np.ndarray], names: list[str], layer: int, head: int | None = None
 ) -> Any:
     """One layer of each model next to each other, readable token labels (head None: mean over heads)."""
-    fig, axes = plt.subplots(1, len(probs), figsize=(5.2 * len(probs), 5), squeeze=False)
+    # constrained layout: the second panel's query label would otherwise sit on the first one's tokens
+    fig, axes = plt.subplots(1, len(probs), figsize=(5.2 * len(probs), 5), squeeze=False, layout="constrained")
     cmap = zero_aware_cmap()
     im = None
     for ax, p, name in zip(axes[0], probs, names, strict=True):
