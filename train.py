@@ -31,14 +31,14 @@ def _run_stamp() -> str:
 def main(cfg: DictConfig) -> float | None:
     global _started
     _started = True
-    from ssaf.config import ConfigError, go_offline_if_unreachable, settings
+    from ssaf.config import ConfigError, check_environment, go_offline_if_unreachable, settings
 
     go_offline_if_unreachable(cfg)  # before transformers / datasets are imported: they read it once
     hc = HydraConfig.get()
     multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
     run_dir = Path(hc.runtime.output_dir)
     try:
-        settings(cfg, run_dir)  # every config error now, in seconds, before torch and transformers load
+        check_environment(settings(cfg, run_dir))  # every config error now, in seconds, before torch loads
         import matplotlib
 
         matplotlib.use("Agg")  # the attention heatmaps logged to W&B are files, never windows

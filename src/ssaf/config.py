@@ -84,7 +84,6 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
     if c.task.kind == "qa" and c.task.test_splits:
         raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
     check_data(c.data)
-    check_hub_offline(m.source, c.data.source, c.task.hub.path if c.task.hub else None)
     check_precision(t.precision)
     check_logger(c.logger)
     return RunSettings(
@@ -109,6 +108,12 @@ def check_data(d: DataSettings) -> None:
         raise ConfigError(
             f"data.dir={d.dir}: no such folder (from data.dir or SSAF_DATA_DIR); point it at the data root"
         )
+
+
+def check_environment(s: RunSettings) -> None:
+    """What the settings need from this machine, checked before anything heavy loads (the settings alone
+    are valid anywhere: :func:`settings` checks those)."""
+    check_hub_offline(s.model.source, s.data.source, s.task.hub.path if s.task.hub else None)
 
 
 def check_hub_offline(model_source: str, data_source: str, hub_dataset: str | None) -> None:

@@ -21,7 +21,7 @@ from transformers import set_seed
 
 from ssaf import keys
 from ssaf.attention import learned_values
-from ssaf.config import ConfigError, RunSettings, settings
+from ssaf.config import ConfigError, RunSettings, check_environment, settings
 from ssaf.models import build_model
 from ssaf.prepare import PREPARE, Prepared
 from ssaf.summary import AttentionInfo, Budget, DataInfo, RunSummary, Timing, write_json, write_summary
@@ -52,6 +52,7 @@ class Run:
 def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> RunSummary:
     """Fine-tune and evaluate one configuration; returns what it writes to ``metrics.json``."""
     s = settings(cfg, run_dir)
+    check_environment(s)
     work_dir = resume_dir(s, overrides or []) or s.run_dir
     set_seed(s.seed)
     r = prepare(s, work_dir, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
