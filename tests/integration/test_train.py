@@ -422,9 +422,12 @@ def test_resuming_a_finished_run_keeps_its_timing(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     again = read(tmp_path / "runs" / "a")["train"]
     assert again["steps"] == first["steps"] == 4
-    assert len(again["segments"]) == 2 and again["segments"][0] == pytest.approx(first["runtime_s"], rel=0.2)
-    # the time up to the last checkpoint (the end of training) plus a resumed part of ~0 s: not 0.08 s
-    assert again["runtime_s"] == pytest.approx(first["runtime_s"], rel=0.2) and again["examples_per_s"] > 0
+    # The first segment is the clock at the last checkpoint: the first run's time less what followed that
+    # save (under a loaded CPU that tail can be a fifth of a 4-step run); the resumed part is ~0 s. Before the
+    # fix the record said 0.08 s.
+    assert len(again["segments"]) == 2
+    assert 0.5 * first["runtime_s"] <= again["segments"][0] <= 1.01 * first["runtime_s"]
+    assert again["runtime_s"] == pytest.approx(sum(again["segments"])) and again["examples_per_s"] > 0
     assert again["seconds_per_epoch"] == pytest.approx(again["runtime_s"] / again["epochs"])
 
 
