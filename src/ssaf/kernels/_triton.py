@@ -186,6 +186,15 @@ def _keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p):
 
 
 @triton.jit
+def _row_stats(M, TAU, Z, row, row_ok):
+    """What the forward stored per row (max, threshold, normaliser), for the backward to rebuild P."""
+    m = tl.load(M + row, mask=row_ok, other=0.0)
+    tau = tl.load(TAU + row, mask=row_ok, other=0.0)
+    z = tl.load(Z + row, mask=row_ok, other=1.0)
+    return m, tau, z
+
+
+@triton.jit
 def _fwd(
     Q, K, V, Out, KPM, PARAM, M, TAU, Z, ERR,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod, skpm_b, skpm_n,
@@ -251,9 +260,7 @@ def _bwd_rows(
     valid_n = _key_valid(KPM, b, skpm_b, skpm_n, offs_n, LK, HAS_KPM)
     s = _scores(q, K, b * skb + h * skh, skn, skd, offs_n, offs_d, valid_n, softmax_scale, D, IEEE)
     row = bh * LQ + offs_m
-    m = tl.load(M + row, mask=row_ok, other=0.0)
-    tau = tl.load(TAU + row, mask=row_ok, other=0.0)
-    z = tl.load(Z + row, mask=row_ok, other=1.0)
+    m, tau, z = _row_stats(M, TAU, Z, row, row_ok)
     param = tl.load(PARAM + h)
     a = _coefficient(param, TRANSFORM)
     bad = m != m
@@ -329,9 +336,7 @@ def _bwd_keys(
         q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, mask=mmask, other=0.0)
         do = tl.load(DO + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod, mask=mmask, other=0.0)
         row = bh * LQ + offs_m
-        m = tl.load(M + row, mask=row_ok, other=0.0)
-        tau = tl.load(TAU + row, mask=row_ok, other=0.0)
-        z = tl.load(Z + row, mask=row_ok, other=1.0)
+        m, tau, z = _row_stats(M, TAU, Z, row, row_ok)
         delta = tl.load(DELTA + row, mask=row_ok, other=0.0)
         st = _dot(k, tl.trans(q), IEEE) * softmax_scale  # (BLOCK_N, BLOCK_M)
         bad = m != m
@@ -340,9 +345,7 @@ def _bwd_keys(
         pt = tl.where(bad[None, :], float("nan"), pt)
         gt = _dot(v, tl.trans(do), IEEE)  # dL/dP_dropped, transposed
         if DROPOUT:
-            keep = (
-                tl.rand(seed, (bh * LQ + offs_m[None, :]) * LK + offs_n[:, None]) >= dropout_p
-            )  # as _keep, transposed
+            keep = tl.trans(_keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p))  # the forward's mask, transposed
             pdt = tl.where(keep, pt / (1.0 - dropout_p), 0.0)
             gt = tl.where(keep, gt / (1.0 - dropout_p), 0.0)
         else:
