@@ -72,7 +72,7 @@ from transformers.models.modernbert.modeling_modernbert import ModernBertAttenti
 from transformers.models.roberta.modeling_roberta import RobertaSelfAttention
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaSelfAttention
 
-from ssaf import registry
+from ssaf import keys, registry
 from ssaf import transforms as T
 from ssaf.settings import AttentionSpec
 
@@ -278,7 +278,7 @@ class AttentionStats:
 
     def summary(self) -> dict[str, list[list[float]]]:
         """``{"zero_fraction" | "support" | "entropy": [[value per head] per layer]}`` (means over rows)."""
-        out: dict[str, list[list[float]]] = {"zero_fraction": [], "support": [], "entropy": []}
+        out: dict[str, list[list[float]]] = {name: [] for name in keys.STATS}  # the order stacked in update()
         for layer in sorted(self._sums):
             mean = self._sums[layer] / self._rows[layer].clamp(min=1)
             for i, name in enumerate(out):

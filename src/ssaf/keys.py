@@ -4,7 +4,7 @@ the dashboards against what a run really logs)."""
 
 from __future__ import annotations
 
-STATS = ("zero_fraction", "support", "entropy")  # ssaf.attention.AttentionStats.summary()
+STATS = ("zero_fraction", "support", "entropy")  # AttentionStats.summary(), in the order update() stacks them
 LEARNED = ("lam", "alpha")  # ssaf.attention.learned_values()
 HEATMAP = "attention_heatmap"  # the image of a fixed example's attention, at each evaluation
 TRAIN = ("loss", "learning_rate", "grad_norm")  # transformers' Trainer logs, every trainer.report_every steps
