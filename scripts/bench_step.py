@@ -10,6 +10,12 @@ in the same run. ``--package`` adds rows that call the `entmax` package inside t
 
     python scripts/bench_step.py [--batch 32] [--seq 128] [--steps 10] [--device cpu|cuda]
                                  [--model minilm|bert-base] [--autocast] [--package]
+                                 [--allocator system|keep]
+
+``--allocator keep`` sets glibc to reuse freed blocks in every child (``ssaf.allocator``); the default
+is the C library's own behaviour, which is what a training run has (two runs of the same rows on
+2026-12-01 moved the eager softmax step by -23% and +4% with ``keep``: within this machine's noise, so
+the trainer does not set it).
 """
 
 from __future__ import annotations
@@ -127,7 +133,11 @@ def measure(args: argparse.Namespace, impl: str, spec: dict | None) -> dict:
     import torch
     import transformers
 
+    from ssaf.allocator import keep_freed_memory
+
     transformers.logging.set_verbosity_error()
+    if args.allocator == "keep" and not keep_freed_memory():
+        raise RuntimeError("--allocator keep: this C library has no glibc mallopt")
     torch.set_num_threads(args.threads)
     model = build(args.model, impl, spec, args.device, args.dtype)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
@@ -186,6 +196,7 @@ def main() -> None:
     ap.add_argument("--in-process", action="store_true", help="no child processes (the default on CUDA)")
     ap.add_argument("--only", default="", help="comma-separated row numbers to run (default: all)")
     ap.add_argument("--json", default="", help="also write the rows to this file")
+    ap.add_argument("--allocator", default="system", choices=["system", "keep"], help="see the docstring")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     table = ATTNS + (PACKAGE if args.package else []) + (FUSED if args.fused else [])
@@ -196,7 +207,7 @@ def main() -> None:
     precision = "bf16 autocast" if args.autocast else args.dtype
     print(
         f"model {args.model}, batch {args.batch}, seq {args.seq}, device {args.device}, {precision}, "
-        f"threads {args.threads}, median of {args.steps} steps"
+        f"threads {args.threads}, median of {args.steps} steps, allocator {args.allocator}"
     )
     print("| attention | ms/step | x eager softmax | x sdpa | peak MB |")
     print("|---|---|---|---|---|")

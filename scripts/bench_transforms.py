@@ -5,7 +5,11 @@ forward and of forward+backward, the ratio to softmax and to the entmax package'
 transform, and the largest deviation from a float64 reference (a correctness check on the same
 inputs). Rows marked "compiled" use ``compiled=True`` (their compilation happens in the warm-up calls).
 Run: ``python scripts/bench_transforms.py [--threads 2] [--repeats 15] [--device cpu] [--no-compiled]
-[--lam -8,-2,0.5] [--only softmax,sparsegen_lin]``.
+[--lam -8,-2,0.5] [--only softmax,sparsegen_lin] [--allocator keep|system]``.
+
+On CPU the allocator is set to keep freed blocks (``ssaf.allocator``) unless ``--allocator system``:
+with glibc's default a fresh attention-sized tensor costs page faults or not depending on what was freed
+just before, which moved a softmax baseline by 2-5x between cells of one run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import Tensor
 
 import ssaf.transforms as T
+from ssaf.allocator import keep_freed_memory
 
 try:
     import entmax as E
@@ -121,7 +126,14 @@ def main() -> None:
         "--lam", default="-8,-2,0.5", help="SSAF's lams for the sparsegen_lin rows (< 1; -8 is attn=sparse's default)"
     )
     ap.add_argument("--only", default="", help="comma-separated name prefixes of the transforms to run")
+    ap.add_argument(
+        "--allocator",
+        default="keep",
+        choices=["keep", "system"],
+        help="keep: glibc reuses freed blocks (steady timings); system: the C library's default behaviour",
+    )
     args = ap.parse_args()
+    kept = args.allocator == "keep" and keep_freed_memory()
     try:
         lams = [float(v) for v in args.lam.split(",")]
     except ValueError:
@@ -144,7 +156,11 @@ def main() -> None:
     oracle = {name: ref.get(base[name], mine[name]) for name in mine}
 
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"threads {args.threads}"
-    print(f"torch {torch.__version__}, device {args.device} ({where}), {args.dtype}, median of {args.repeats}")
+    alloc = "freed blocks kept" if kept else "system default"
+    print(
+        f"torch {torch.__version__}, device {args.device} ({where}), {args.dtype}, median of {args.repeats}, "
+        f"allocator: {alloc}"
+    )
     header = (
         "| shape (B,H,L,L) | mask | transform | fwd ms | fwd x softmax | fwd x entmax | "
         "fwd+bwd ms | f+b x softmax | f+b x entmax | entmax f+b ms | max abs err vs f64 |"
