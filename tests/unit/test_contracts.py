@@ -55,6 +55,7 @@ def test_hydra_job_return_still_carries_the_failed_jobs_exception():
         ("ssaf.config", ("torch", "transformers", "datasets")),
         ("ssaf", ("torch", "transformers")),
         ("ssaf.report", ("torch", "transformers")),
+        ("ssaf.allocator", ("torch", "numpy")),
     ],
 )
 def test_importing_a_module_costs_only_what_it_needs(module, absent):
