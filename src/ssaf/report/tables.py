@@ -149,7 +149,7 @@ PAPER_COLUMNS = {  # ssaf task -> the SSAF paper's column
 # Test accuracies quoted from the SSAN paper's Table 2 (Ambartsoumian & Popowich, WASSA 2018; baselines from
 # Barnes et al., 2017), as in docs/RESULTS.md and ../shared/data/README.md.
 SSAN_BASELINES = {
-    "Bow (Barnes et al., 2017)": {
+    "BoW (Barnes et al., 2017)": {
         "sst5": 40.3,
         "sst2_sentences": 80.7,
         "sentube_auto": 60.6,
