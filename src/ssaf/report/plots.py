@@ -56,9 +56,13 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
                 continue
             name = g.attn + ("" if g.pretrained else " (no pre-training)")
             if g.param is None:
-                line = ax.axhline(mean * scale, linestyle="--", linewidth=1, label=f"{name} ({n} seeds)")
+                # The reference lines are grey, dashed with pre-training and dotted without, so that they
+                # do not take (and share) the colours of the swept curves.
+                style = "--" if g.pretrained else ":"
+                seeds = f"{n} seed{'s' if n != 1 else ''}"
+                ax.axhline(mean * scale, linestyle=style, color="0.35", linewidth=1, label=f"{name} ({seeds})")
                 if not math.isnan(std):
-                    ax.axhspan((mean - std) * scale, (mean + std) * scale, alpha=0.1, color=line.get_color())
+                    ax.axhspan((mean - std) * scale, (mean + std) * scale, alpha=0.1, color="0.35")
             else:
                 series[name].append((g.param, mean * scale, 0.0 if math.isnan(std) else std * scale))
         for name, pts in sorted(series.items()):
