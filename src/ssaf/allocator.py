@@ -24,8 +24,9 @@ TRIM_THRESHOLD = 1 << 30  # hand the heap's free top back only once 1 GB of it i
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to reuse freed blocks of up to 32 MB (see the module docstring).
 
-    Process-wide and irreversible, so it is for entry points (benchmarks, a CPU training run), never
-    called on import. Returns whether the setting took effect: False where the C library is not glibc
+    Process-wide and irreversible, so it is for entry points (the benchmark scripts; the trainer does not
+    call it: it did not change a training step reliably), never called on import. Returns whether the
+    setting took effect: False where the C library is not glibc
     (macOS, musl) or refuses it, and nothing changed.
     """
     if not sys.platform.startswith("linux"):
