@@ -14,7 +14,9 @@
 #               $SEEDS (seed 1 is the sweep's run at that lam: the same configuration, run once)
 #   nopretrain  the "Np" ablation on SST-2 sentences: model.pretrained=false, softmax and SSAF at SST-2's
 #               best lam, seeds $SEEDS
-#   report      ssaf-compare --paper over $STUDY_DIR -> $REPORT_DIR (the paper's table, the lam curves)
+#   report      every completed run's metrics.json copied to $ARCHIVE_DIR ($REPORT_DIR/runs: commit it with
+#               the report, it is what the numbers trace to), then ssaf-compare --paper over the archive ->
+#               $REPORT_DIR (the paper's table, the lam curves)
 #
 # Every run is experiment=paper_cpu (conf/experiment/paper_cpu.yaml: the packaged MiniLM, AdamW lr 2e-5,
 # batch 16, 3 epochs on the full training set, dev after every epoch selects the checkpoint, test once on
@@ -24,7 +26,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
 STUDY_DIR="${STUDY_DIR:-outputs/paper}"
+STUDY_DIR="${STUDY_DIR%/}"  # the archive keeps run paths relative to it
 REPORT_DIR="${REPORT_DIR:-docs/results/paper}"
+ARCHIVE_DIR="${ARCHIVE_DIR:-$REPORT_DIR/runs}"
 DATASETS="${DATASETS:-sst2_sentences sst5 semeval sentube_auto sentube_tablets}"
 LAMS="${LAMS:--8 -4 -2 -1 0}"
 SEEDS="${SEEDS:-1 2 3}"
@@ -89,7 +93,20 @@ nopretrain() {
 }
 
 report() {
-  "$py" -m ssaf.report "$STUDY_DIR" --paper --out "$REPORT_DIR" --title "ssaf: the SSAF paper's protocol at CPU scale"
+  # The report is written from an archive, not from the study folder: each completed run's metrics.json
+  # (a few kB; no checkpoints, no W&B files) is copied to $ARCHIVE_DIR, which is committed with the report.
+  # Run folders live in a clone's outputs/ and are lost with it; the archive keeps every number traceable
+  # and lets a study that spans several clones report all of its runs.
+  local f rel n=0
+  while IFS= read -r -d '' f; do
+    grep -q '"status": "completed"' "$f" || continue
+    rel="${f#"$STUDY_DIR"/}"
+    mkdir -p "$ARCHIVE_DIR/$(dirname "$rel")"
+    cp "$f" "$ARCHIVE_DIR/$rel"
+    n=$((n + 1))
+  done < <(find "$STUDY_DIR" -name metrics.json -not -path "*/checkpoints/*" -print0)
+  echo "== $n completed run(s) of $STUDY_DIR archived in $ARCHIVE_DIR"
+  "$py" -m ssaf.report "$ARCHIVE_DIR" --paper --out "$REPORT_DIR" --title "ssaf: the SSAF paper's protocol at CPU scale"
 }
 
 stages=("$@")

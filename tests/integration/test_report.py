@@ -364,17 +364,28 @@ def test_the_paper_protocol_sweeps_lam_on_dev_then_runs_the_seeds_at_each_datase
     assert not any("attn=sparse attn.lam=-2 seed=1" in line for line in seeds)
     np = [line for line in runs if "/nopretrain/" in line]
     assert len(np) == 6 and all("task=sst2_sentences model.pretrained=false" in line for line in np)
-    assert log[-1].startswith(f"REPORT ssaf.report {study} --paper --out {tmp_path / 'report'}")
+    archive = tmp_path / "report" / "runs"
+    assert log[-1].startswith(f"REPORT ssaf.report {archive} --paper --out {tmp_path / 'report'}")
+    # the report reads the archive: every completed run's metrics.json, at its path under the study
+    archived = sorted(p.relative_to(archive) for p in archive.rglob("metrics.json"))
+    assert archived == sorted(p.relative_to(study) for p in study.rglob("metrics.json")) and len(archived) == 26
     # everything completed: a second call runs nothing; an unfinished run is resumed from its checkpoint
     unfinished = study / "seeds" / "semeval" / "softmax_s2"
     (unfinished / "metrics.json").write_text('{"status": "interrupted"}')
     (unfinished / "checkpoints" / "checkpoint-100").mkdir(parents=True)
+    (archive / "seeds" / "semeval" / "softmax_s2" / "metrics.json").unlink()
+    protocol(tmp_path, "report")
+    assert not (archive / "seeds" / "semeval" / "softmax_s2" / "metrics.json").exists()  # unfinished: not archived
+    (study / "sweep" / "semeval" / "sparse_lam0" / "metrics.json").unlink()
+    protocol(tmp_path, "report")
+    assert (archive / "sweep" / "semeval" / "sparse_lam0" / "metrics.json").exists()  # kept: from another clone
     r, log = protocol(tmp_path, "sweep", "seeds")
     runs = [line for line in log if line.startswith("RUN")]
     assert (
         r.returncode == 0
-        and len(runs) == 1
-        and runs[0].endswith(f"resume={unfinished} logger.mode=offline hydra.run.dir={unfinished}")
+        and len(runs) == 2  # the unfinished run resumed, the deleted one run again
+        and f"hydra.run.dir={study}/sweep/semeval/sparse_lam0" in runs[0]
+        and runs[1].endswith(f"resume={unfinished} logger.mode=offline hydra.run.dir={unfinished}")
     )
     r, _ = protocol(tmp_path, "glue")
     assert r.returncode == 2 and "unknown stage 'glue'" in r.stderr
