@@ -37,9 +37,13 @@ EXTRA="${EXTRA:-}"
 export SSAF_DATA_DIR
 STAGES=(sweep seeds nopretrain report)
 
+completed() {  # completed FILE: whether the metrics.json FILE is a completed run's
+  [ -f "$1" ] && grep -q '"status": "completed"' "$1"
+}
+
 one() {  # one DIR OVERRIDES...: a train.py run into DIR; skipped when completed, resumed when unfinished
   local dir="$1"; shift
-  if [ -f "$dir/metrics.json" ] && grep -q '"status": "completed"' "$dir/metrics.json"; then
+  if completed "$dir/metrics.json"; then
     echo "== $dir: completed"
     return
   fi
@@ -94,12 +98,12 @@ nopretrain() {
 
 report() {
   # The report is written from an archive, not from the study folder: each completed run's metrics.json
-  # (a few kB; no checkpoints, no W&B files) is copied to $ARCHIVE_DIR, which is committed with the report.
+  # (~25 kB; no checkpoints, no W&B files) is copied to $ARCHIVE_DIR, which is committed with the report.
   # Run folders live in a clone's outputs/ and are lost with it; the archive keeps every number traceable
   # and lets a study that spans several clones report all of its runs.
   local f rel n=0
   while IFS= read -r -d '' f; do
-    grep -q '"status": "completed"' "$f" || continue
+    completed "$f" || continue
     rel="${f#"$STUDY_DIR"/}"
     mkdir -p "$ARCHIVE_DIR/$(dirname "$rel")"
     cp "$f" "$ARCHIVE_DIR/$rel"
