@@ -636,3 +636,23 @@ def test_double_backward_raises_a_clear_error(name, fn):
         torch.autograd.grad((p * p).sum(), z, create_graph=True)
     (g,) = torch.autograd.grad((fn(z, None) * p.detach()).sum(), z)  # first order still works
     assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25, "per_row"])
+def test_weighted_backward_is_the_jacobian_product_with_zero_row_sums(scale):
+    # The fused form (softmax's backward on w / sum(w)) against the formula written out in float64,
+    # for 0/1 weights (sparsemax), fractional ones (entmax) and a row with no support at all.
+    from ssaf.transforms._common import weighted_backward
+
+    g = torch.Generator().manual_seed(0)
+    grad = torch.randn(5, 9, generator=g, dtype=torch.float64)
+    w = torch.rand(5, 9, generator=g, dtype=torch.float64) * (torch.rand(5, 9, generator=g) > 0.4)
+    w[0] = (w[0] > 0).to(w.dtype)
+    w[4] = 0.0
+    s = torch.rand(5, 1, generator=g, dtype=torch.float64) + 0.5 if scale == "per_row" else scale
+    wsum = w.sum(-1, keepdim=True)
+    expected = s * w * (grad - (grad * w).sum(-1, keepdim=True) / wsum.clamp(min=1e-300))
+    got = weighted_backward(grad, w.clone(), wsum, s)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert torch.all(got[w == 0] == 0)  # no gradient off the support
+    torch.testing.assert_close(got.sum(-1), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)

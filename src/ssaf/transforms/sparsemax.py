@@ -45,6 +45,7 @@ from ssaf.transforms._common import (
     scratch,
     sum_to_shape,
     to_last,
+    weighted_backward,
 )
 from ssaf.transforms._compiled import kernel
 from ssaf.transforms._dense import (
@@ -169,20 +170,16 @@ class _FoldedSparsemaxFunction(torch.autograd.Function):
         p, k, scale_t = ctx.saved_tensors
         scale = scale_t.to(p.dtype) if scale_t is not None else ctx.scale
         # On the support S: g minus its mean over S, times scale; 0 elsewhere. sign(p) is the support
-        # as floats (0 on NaN rows: their gradients are set to NaN below).
+        # as floats (the NaN rows' gradients are set to NaN below).
         on = torch.sign(p, out=scratch(p.shape, p.dtype, p.device, 0))
-        tmp = scratch(p.shape, p.dtype, p.device, 1)
-        gc = g.to(p.dtype)
-        mean = torch.mul(gc, on, out=tmp).sum(-1, keepdim=True) / k.clamp(min=1)
-        grad = torch.sub(gc, mean).mul_(on)  # the gradient wrt x = scale * z
+        grad = weighted_backward(g.to(p.dtype), on, k, scale)  # the gradient wrt z
         grad_scale = None
         if scale_t is not None and ctx.needs_input_grad[2]:
-            # sum_i gx_i z_i = sum_i gx_i (p_i / scale + const) = sum_i gx_i p_i / scale (gx sums to 0).
-            per_row = torch.mul(grad, p, out=tmp).sum(-1, keepdim=True) / scale
+            # sum_i gx_i z_i = sum_i gx_i (p_i / scale + const) = sum_i gx_i p_i / scale (gx sums to 0),
+            # with gx = grad / scale the gradient wrt x = scale * z (two divisions: scale**2 can underflow).
+            per_row = torch.mul(grad, p, out=on).sum(-1, keepdim=True) / scale / scale
             per_row = fill_rows(per_row.expand(*p.shape[:-1], 1).contiguous(), ctx.bad, float("nan"))
             grad_scale = sum_to_shape(per_row, scale_t.shape).to(scale_t.dtype)
-        if not (isinstance(scale, float) and scale == 1.0):
-            grad.mul_(scale)
         return fill_rows(grad, ctx.bad, float("nan")).to(g.dtype), None, grad_scale
 
 
