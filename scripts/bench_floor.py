@@ -1,0 +1,99 @@
+"""How fast could an eager (uncompiled) exact sparsegen-lin forward be? A measured floor, against ssaf's.
+
+The "ideal" row is the least an exact threshold search over whole rows does in eager torch, handed the
+answer for free: the row maximum and the shift, then two Michelot passes (subtract, clamp, sum, sign,
+sum) from a lower bound just below the exact threshold (the first finds the support, the second
+confirms it), then the output and the scale. A real search must also find its lower bound and finish the
+rows that two passes do not settle, so no eager whole-row forward is faster than this row. All three
+calls run interleaved on the same scores; medians of ``--repeats``, ratios to softmax's forward; the
+last column checks that the ideal row computes the same probabilities.
+Run: ``python scripts/bench_floor.py [--threads 2] [--repeats 15] [--lam -8,-2,0.5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+import ssaf.transforms as T
+from bench_transforms import SHAPES, scores
+from ssaf.allocator import keep_freed_memory
+
+
+def exact_threshold(z: Tensor, lam: float) -> Tensor:
+    """tau (..., 1) in shifted coordinates: ``p = scale * max(z - max(z) - tau, 0)``, read off ssaf's answer."""
+    scale = 1 / (1 - lam)
+    p = T.sparsegen_lin(z, lam)
+    x = z - z.amax(-1, keepdim=True)
+    return torch.where(p > 0, x - p / scale, float("inf")).amin(-1, keepdim=True)
+
+
+def ideal_forward(z: Tensor, lam: float, tau: Tensor, x: Tensor, r: Tensor) -> Tensor:
+    """Two Michelot passes from a bound just below the known threshold ``tau``, with preallocated buffers."""
+    scale = 1 / (1 - lam)
+    target = 1 / scale
+    torch.sub(z, z.amax(-1, keepdim=True), out=x)
+    t = tau - 1e-3
+    for _ in range(2):
+        torch.sub(x, t, out=r).clamp_(min=0)
+        total = r.sum(-1, keepdim=True)
+        k = torch.sign(r, out=r).sum(-1, keepdim=True)
+        t = t + (total - target) / k
+    return torch.sub(x, t, out=r).clamp_(min=0).mul_(scale)
+
+
+def measure(calls: dict[str, Callable[[], Tensor]], repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(2):
+        for call in calls.values():
+            call()
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--lam", default="-8,-2,0.5")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as bench_transforms: time arithmetic, not page faults
+    print(f"torch {torch.__version__}, cpu (threads {args.threads}), float32, forward only, median of {args.repeats}")
+    print(
+        "| shape (B,H,L,L) | lam | softmax ms | ssaf ms | ideal ms | ssaf x softmax | ideal x softmax | ideal vs ssaf |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for shape in SHAPES:
+        z = scores(shape, "cpu")
+        x, r = torch.empty_like(z), torch.empty_like(z)
+        for lam in (float(v) for v in args.lam.split(",")):
+            tau = exact_threshold(z, lam)
+            ms = measure(
+                {
+                    "softmax": lambda z=z: torch.softmax(z, -1),
+                    "ssaf": lambda z=z, lam=lam: T.sparsegen_lin(z, lam),
+                    "ideal": lambda z=z, lam=lam, tau=tau, x=x, r=r: ideal_forward(z, lam, tau, x, r),
+                },
+                args.repeats,
+            )
+            sm = ms["softmax"]
+            diff = float((ideal_forward(z, lam, tau, x, r) - T.sparsegen_lin(z, lam)).abs().max())
+            print(
+                f"| {shape} | {lam:g} | {sm:.2f} | {ms['ssaf']:.2f} | {ms['ideal']:.2f} | "
+                f"{ms['ssaf'] / sm:.1f} | {ms['ideal'] / sm:.1f} | {diff:.1e} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
