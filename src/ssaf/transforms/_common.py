@@ -90,11 +90,11 @@ def weighted_backward(g: Tensor, w: Tensor, wsum: Tensor, scale: Tensor | float 
 
     Why softmax's backward: for ``q = w / sum(w)`` it computes ``q * (g - sum(g q))``, this map divided by
     ``sum(w)``, in one fused pass per row; written elementwise (product, row sum, subtraction, product,
-    scale) the same map took 1.5-1.6x as long on 2 CPU cores (docs/BENCHMARKS.md, 2026-12-02). Rows with
+    scale) the same map took 1.44-1.61x as long on 2 CPU cores (``scripts/bench_backward.py``). Rows with
     ``sum(w) = 0`` get zeros.
 
     Args:
-        g: the incoming gradient, in ``w``'s dtype.
+        g: the incoming gradient, already in ``w``'s dtype (softmax's backward accepts no other).
         w: (..., n) nonnegative weights, 0 off the support; overwritten (it becomes ``q``).
         wsum: (..., 1) the row sums of ``w``.
         scale: a float or (..., 1) factor (the chain rule through scores scaled before the transform),

@@ -177,6 +177,7 @@ class _FoldedSparsemaxFunction(torch.autograd.Function):
         if scale_t is not None and ctx.needs_input_grad[2]:
             # sum_i gx_i z_i = sum_i gx_i (p_i / scale + const) = sum_i gx_i p_i / scale (gx sums to 0),
             # with gx = grad / scale the gradient wrt x = scale * z (two divisions: scale**2 can underflow).
+            # ``on`` (scratch, now q) is no longer needed and takes the product.
             per_row = torch.mul(grad, p, out=on).sum(-1, keepdim=True) / scale / scale
             per_row = fill_rows(per_row.expand(*p.shape[:-1], 1).contiguous(), ctx.bad, float("nan"))
             grad_scale = sum_to_shape(per_row, scale_t.shape).to(scale_t.dtype)
