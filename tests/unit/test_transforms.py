@@ -656,3 +656,22 @@ def test_weighted_backward_is_the_jacobian_product_with_zero_row_sums(scale):
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     assert torch.all(got[w == 0] == 0)  # no gradient off the support
     torch.testing.assert_close(got.sum(-1), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [10, 64, 128])
+@pytest.mark.parametrize("lam", [-22025.0, -8.0])
+def test_folded_rows_sum_to_one_within_two_ulps_at_very_negative_lam(n, lam):
+    # Near-uniform rows (lam -> -inf) make the in-place passes round every entry at ~T / k: before the
+    # output was normalised by its row sum, n = 10 at lam = -22025 summed to 1 + 1.2e-6 in fp32.
+    ts = importlib.import_module("ssaf.transforms.sparsemax")
+    g = torch.Generator().manual_seed(0)
+    z = (-0.01 * (1 + 1e-9 * torch.randn(4, n, generator=g, dtype=torch.float64))).to(torch.float32)
+    z[0, 0] = 0.0
+    z[1] = torch.randn(n, generator=g)
+    s = 1.0 / (1.0 - lam)
+    p = ts._FoldedSparsemaxFunction.apply(z, None, s)
+    z64 = z.double()
+    expected = _sort_sparsemax(s * (z64 - z64.amax(-1, keepdim=True)))
+    eps = torch.finfo(torch.float32).eps
+    assert float((p.double().sum(-1) - 1).abs().max()) <= 2 * eps
+    torch.testing.assert_close(p.double(), expected, atol=eps, rtol=0)

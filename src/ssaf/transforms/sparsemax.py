@@ -157,8 +157,12 @@ class _FoldedSparsemaxFunction(torch.autograd.Function):
         bad = nonfinite_rows(m)
         fill_rows(x, bad, float("-inf"))  # solved as empty rows, filled with NaN below
         s = scale.to(cd) if isinstance(scale, Tensor) else scale
-        r, k = _folds.threshold(x, 1.0 / s)
-        p = r if isinstance(s, float) and s == 1.0 else r.mul_(s)
+        r, k, total = _folds.threshold(x, 1.0 / s)
+        # p = scale * r, evaluated as r / sum(r) (sum(r) = 1 / scale in exact arithmetic). The passes update
+        # r in place, so each entry carries the rounding of every pass: 1.2e-6 relative, and a row sum off
+        # by 1.2e-6, at lam = -22025 in fp32. Dividing by the row sum leaves only each entry's deviation
+        # from the row's mean rounding, and a row sum within an ulp or two of 1.
+        p = r.mul_(1.0 / total.clamp(min=torch.finfo(cd).tiny))
         fill_rows(p, bad, float("nan"))
         ctx.save_for_backward(p, k, scale if isinstance(scale, Tensor) else None)
         ctx.scale, ctx.bad = (None if isinstance(scale, Tensor) else scale), bad
