@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch import Tensor
 
 import ssaf.transforms as T
-from bench_transforms import SHAPES, scores
+from bench_transforms import SHAPES, interleaved, scores
 from ssaf.allocator import keep_freed_memory
 from ssaf.transforms._common import weighted_backward
 
@@ -50,15 +49,7 @@ def measure(shape: tuple[int, ...], lam: float, repeats: int) -> str:
         "elementwise": lambda: elementwise(g, p, k, scale, on, tmp),
         "fused": lambda: fused(g, p, k, scale, on),
     }
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(3):
-        for call in calls.values():
-            call()
-    for i in range(repeats):
-        for name, call in sorted(calls.items(), reverse=i % 2 == 1):  # alternate which goes first
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
+    times = interleaved(calls, repeats, warmup=3)
     diff = float((calls["elementwise"]() - calls["fused"]()).abs().max())
     e, f = times["elementwise"], times["fused"]
     ratio = statistics.median(e) / statistics.median(f)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 import ssaf.transforms as T
-from bench_transforms import SHAPES, scores
+from bench_transforms import SHAPES, interleaved, scores
 from ssaf.allocator import keep_freed_memory
 
 
@@ -49,20 +47,6 @@ def ideal_forward(z: Tensor, lam: float, tau: Tensor, x: Tensor, r: Tensor) -> T
     return torch.sub(x, t, out=r).clamp_(min=0).mul_(scale)
 
 
-def measure(calls: dict[str, Callable[[], Tensor]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(2):
-        for call in calls.values():
-            call()
-    for i in range(repeats):
-        order = list(calls.items())
-        for name, call in order[i % len(order) :] + order[: i % len(order)]:  # rotate which goes first
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -82,7 +66,7 @@ def main() -> None:
         x, r = torch.empty_like(z), torch.empty_like(z)
         for lam in (float(v) for v in args.lam.split(",")):
             tau = exact_threshold(z, lam)
-            ms = measure(
+            times = interleaved(
                 {
                     "softmax": lambda z=z: torch.softmax(z, -1),
                     "ssaf": lambda z=z, lam=lam: T.sparsegen_lin(z, lam),
@@ -90,6 +74,7 @@ def main() -> None:
                 },
                 args.repeats,
             )
+            ms = {name: statistics.median(t) for name, t in times.items()}
             sm = ms["softmax"]
             diff = float((ideal_forward(z, lam, tau, x, r) - T.sparsegen_lin(z, lam)).abs().max())
             print(

@@ -108,6 +108,23 @@ def timed(fn: Fn, z: Tensor, m: Tensor | None, backward: bool, repeats: int) -> 
     return statistics.median(times) * 1e3
 
 
+def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Milliseconds of ``repeats`` calls of each (CPU) function, taken in turns with the order rotated every
+    round: an A/B on this machine, whose speed drifts 2-5x over minutes, compares like with like."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    order = list(calls.items())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(repeats):
+        j = i % len(order)
+        for name, call in order[j:] + order[:j]:
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def max_error(fn: Fn, z: Tensor, m: Tensor | None, oracle: Fn) -> float:
     with torch.no_grad():
         exact = oracle(z.double(), m)
