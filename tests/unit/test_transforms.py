@@ -412,12 +412,13 @@ def test_dense_path_keeps_half_precision_and_large_values(name):
 
 
 @pytest.mark.parametrize("fn", [T.sparsemax, functools.partial(T.sparsegen_lin, lam=-1.0)], ids=["sparsemax", "sparse"])
-def test_compiled_keyword_gives_the_eager_result_in_bf16_with_empty_rows(fn):
+def test_compiled_keyword_gives_the_eager_result_in_bf16_with_empty_rows(fn, near_reference):
     z = (attention_scores((2, 4, 8, 64), seed=9) * 1e3).clamp(-1e4, 1e4).to(torch.bfloat16)
     mask = key_mask(2, 64, empty_rows=1)
     eager, compiled = fn(z, mask=mask), fn(z, mask=mask, compiled=True)
     assert compiled.dtype == torch.bfloat16 and torch.isfinite(compiled).all() and (compiled[0] == 0).all()
-    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)  # same support, same fp32 tau, same rounding
+    # both compute tau in fp32, in orders the CPU's vector width decides: each against float64, not each other
+    near_reference("probabilities", fn(z.double(), mask=mask), eager, compiled)
 
 
 # ---------------------------------------------------------------- every path, any magnitude
