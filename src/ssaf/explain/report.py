@@ -1,0 +1,172 @@
+"""Per-model results -> Markdown tables (mean with a bootstrap 95% interval over sentences), a JSON summary
+and one figure: the deletion curve of each model."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssaf.explain import scores as S
+from ssaf.explain.explain import SentenceScores
+
+K_LABELS = (*(str(k) for k in S.K_FIXED), f"{round(100 * S.K_SHARE)}%")
+
+
+@dataclass
+class ModelResult:
+    name: str  # e.g. "sparse lam=-8 seed 1"
+    path: str
+    sentences: list[SentenceScores]
+
+    def best_head(self) -> int | None:
+        """The head whose [CLS] row is the most comprehensive explanation, averaged over k and sentences
+        (chosen on the scored split itself: an upper bound for a head picked in advance)."""
+        heads = sorted({int(m[4:]) for s in self.sentences for m in s.comprehensiveness if re.fullmatch(r"head\d+", m)})
+        if not heads:
+            return None
+        means = [np.nanmean([v for s in self.sentences for v in s.comprehensiveness.get(f"head{h}", {}).values()])
+                 for h in heads]  # fmt: skip
+        return heads[int(np.argmax(means))]
+
+    def methods(self) -> dict[str, str]:
+        """Shown name -> the method's key in the sentences' tables."""
+        out = {"attention (heads averaged)": "attention"}
+        head = self.best_head()
+        if head is not None:
+            out[f"attention (best head: {head})"] = f"head{head}"
+        out |= {"gradient x input": "gradient", "random (mean of draws)": "random"}
+        return out
+
+    def drops(self, what: str, method: str, k: str) -> list[float]:
+        table = [s.comprehensiveness if what == "comp" else s.sufficiency for s in self.sentences]
+        return [t.get(method, {}).get(k, np.nan) for t in table]
+
+
+def cell(values: list[float], seed: int = 0) -> str:
+    mean, low, high = S.bootstrap_ci(values, seed=seed)
+    return "n/a" if np.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def faithfulness_table(results: list[ModelResult], what: str) -> str:
+    rows = ["| model | explanation | " + " | ".join(f"k = {k}" for k in K_LABELS) + " |"]
+    rows.append("|---|---|" + "---|" * len(K_LABELS))
+    for r in results:
+        for shown, method in r.methods().items():
+            rows.append(
+                f"| {r.name} | {shown} | " + " | ".join(cell(r.drops(what, method, k)) for k in K_LABELS) + " |"
+            )
+    return "\n".join(rows)
+
+
+def plausibility_table(results: list[ModelResult]) -> str:
+    rows = [
+        "| model | attention on lexicon words | lexicon words in the text | difference | sentences with one |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        with_words = [s for s in r.sentences if s.lexicon_text > 0]
+        a = [s.lexicon_attention for s in with_words]
+        t = [s.lexicon_text for s in with_words]
+        rows.append(
+            f"| {r.name} | {cell(a)} | {cell(t)} | {cell([x - y for x, y in zip(a, t, strict=True)])} | "
+            f"{len(with_words)} of {len(r.sentences)} |"
+        )
+    return "\n".join(rows)
+
+
+def compactness_table(results: list[ModelResult]) -> str:
+    rows = [
+        "| model | tokens | support (heads averaged) | support (per head) | entropy (nats) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        ss = r.sentences
+        rows.append(
+            f"| {r.name} | {np.mean([s.n_tokens for s in ss]):.1f} | {cell([s.support for s in ss])} | "
+            f"{cell([s.head_support for s in ss])} | {cell([s.entropy for s in ss])} |"
+        )
+    return "\n".join(rows)
+
+
+def markdown(results: list[ModelResult], header: str) -> str:
+    return (
+        "\n\n".join(
+            [
+                header,
+                "## Faithfulness: comprehensiveness (drop in p(predicted class) when the top k tokens are deleted; "
+                "higher = more faithful)",
+                faithfulness_table(results, "comp"),
+                "## Sufficiency (drop in p(predicted class) when only the top k tokens are kept; lower = more "
+                "sufficient)",
+                faithfulness_table(results, "suff"),
+                "## Plausibility: the share of [CLS] attention (last layer, heads averaged) on content tokens that "
+                "falls on words of the lexicon, against their share of the content tokens",
+                plausibility_table(results),
+                "## Compactness of the [CLS] attention row (last layer; special tokens included)",
+                compactness_table(results),
+            ]
+        )
+        + "\n"
+    )
+
+
+def summary_json(results: list[ModelResult]) -> dict:
+    def stat(values):
+        mean, low, high = S.bootstrap_ci(values)
+        return {"mean": mean, "low": low, "high": high}
+
+    out = {}
+    for r in results:
+        entry = {"path": r.path, "sentences": len(r.sentences), "best_head": r.best_head()}
+        for what in ("comp", "suff"):
+            name = "comprehensiveness" if what == "comp" else "sufficiency"
+            entry[name] = {m: {k: stat(r.drops(what, m, k)) for k in K_LABELS} for m in r.methods().values()}
+        with_words = [s for s in r.sentences if s.lexicon_text > 0]
+        entry["lexicon_attention"] = stat([s.lexicon_attention for s in with_words])
+        entry["lexicon_text"] = stat([s.lexicon_text for s in with_words])
+        entry["support"] = stat([s.support for s in r.sentences])
+        entry["head_support"] = stat([s.head_support for s in r.sentences])
+        entry["entropy"] = stat([s.entropy for s in r.sentences])
+        out[r.name] = entry
+    return out
+
+
+def deletion_curve(results: list[ModelResult], path: Path) -> None:
+    """Comprehensiveness against k: one colour per model; solid: attention (heads averaged), dotted:
+    gradient x input, dashed: random tokens. Error bars: the bootstrap 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = np.arange(len(K_LABELS))
+    for i, r in enumerate(results):
+        colour = f"C{i % 10}"
+        for method, style, label in (("attention", "-", r.name), ("gradient", ":", None), ("random", "--", None)):
+            stats = [S.bootstrap_ci(r.drops("comp", method, k)) for k in K_LABELS]
+            mean = np.array([s[0] for s in stats])
+            err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+            ax.errorbar(x, mean, yerr=err, color=colour, linestyle=style, marker="o", ms=3, capsize=2, label=label)
+    ax.plot([], [], color="grey", linestyle="-", label="attention (heads averaged)")
+    ax.plot([], [], color="grey", linestyle=":", label="gradient x input")
+    ax.plot([], [], color="grey", linestyle="--", label="random tokens")
+    ax.set_xticks(x, [f"k = {k}" for k in K_LABELS])
+    ax.set_ylabel("drop in p(predicted class)")
+    ax.set_title("Deletion: the top-k tokens removed (95% bootstrap intervals)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(results: list[ModelResult], out: Path, header: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explain.md").write_text(markdown(results, header))
+    (out / "explain.json").write_text(json.dumps(summary_json(results), indent=1, allow_nan=True) + "\n")
+    deletion_curve(results, out / "deletion_curve.png")
