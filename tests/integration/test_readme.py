@@ -74,3 +74,32 @@ def test_every_shell_example_calls_the_tools_by_their_path(code):
         tool = words[0]
         system = tool in ("make", "bash", "cd") or (tool.startswith("python3") and words[1:3] == ["-m", "venv"])
         assert system or "/" in tool, f"{' '.join(words)}: call {tool} from the venv, e.g. .venv/bin/{tool}"
+
+
+def _attention(*overrides: str):
+    """The attention probabilities (layers, 1, heads, n, n) of the model a README command configures, on one
+    sentence, in eval mode."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    import ssaf
+    from ssaf.config import settings
+    from ssaf.models import build_model
+
+    ssaf.register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        s = settings(compose("config", overrides=list(overrides)), ROOT / "outputs")
+    model, tokenizer = build_model(s.model, s.attn, "classification", s.task.labels)
+    x = tokenizer(["a gripping , beautifully acted film that never lets up"], return_tensors="pt")
+    with torch.no_grad():
+        return torch.stack(model.eval()(**x, output_attentions=True).attentions)
+
+
+def test_the_smoke_model_attends_uniformly_and_the_pretrained_minilm_sparsely():
+    """Why README's comparison uses model=minilm: on the smoke preset's tiny random model sparse attention
+    keeps every token at a near-uniform weight (nothing to see), on the pretrained MiniLM it zeros many."""
+    tiny = _attention("experiment=smoke", "attn=sparse")
+    n = tiny.shape[-1]
+    assert (tiny == 0).sum() == 0 and tiny.amax(-1).max() * n < 1.1, "README: within 10% of uniform"
+    minilm = _attention("experiment=smoke", "model=minilm", "attn=sparse")
+    assert (minilm == 0).float().mean() > 0.2
