@@ -12,6 +12,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from ssaf.settings import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +81,19 @@ def test_help_lists_only_usable_groups_and_resume_as_a_boolean():
     assert listed <= {f.name for f in fields(RunConfig)} | {"experiment"}, listed
     assert "\nresume: false\n" in config and "'False'" not in config
     assert sorted(p.name for p in (ROOT / "sweeps").glob("*.yaml")), "the W&B sweep files, outside conf/"
+
+
+def test_resume_is_true_false_or_a_run_directory(tmp_path):
+    """``resume`` is typed loosely (so that --help shows false, not 'False'): what it accepts is checked."""
+    from hydra import compose, initialize_config_dir
+
+    from ssaf.config import ConfigError, settings
+
+    def resume(*overrides: str):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return settings(compose("config", overrides=["experiment=smoke", *overrides]), tmp_path).resume
+
+    assert resume() is False and resume("resume=false") is False and resume("resume=true") is True
+    assert resume(f"resume={tmp_path}") == str(tmp_path)
+    with pytest.raises(ConfigError, match="resume must be true, false or a run directory, got 3"):
+        resume("resume=3")
