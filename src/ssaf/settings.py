@@ -323,7 +323,8 @@ def register_configs() -> None:
 def config_dir() -> Path:
     """The Hydra config folder: ``ssaf/conf/`` inside an installed wheel (setup.py ships the checkout's
     ``conf/`` there), else the checkout's top-level ``conf/`` (an editable install, ``PYTHONPATH=src``): the
-    one copy both are made from. ``train.py``, ``ssaf-train`` and ``ssaf-dashboard`` read it."""
+    one copy both are made from. ``ssaf-train`` and ``ssaf-dashboard`` read it (``train.py`` passes its own
+    checkout's ``conf/``)."""
     package = Path(__file__).resolve().parent
     tried = (package / "conf", package.parents[1] / "conf")  # wheel: site-packages/ssaf/conf; checkout: src/..
     for folder in tried:
