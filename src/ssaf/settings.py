@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -278,15 +279,21 @@ class RunConfig:
     logger: LoggerSettings = field(default_factory=LoggerSettings)
     data: DataSettings = field(default_factory=DataSettings)
     seed: int = 42
-    resume: str = "false"  # false | true (the newest earlier run of the same command) | a run directory
+    # false | true (the newest earlier run of the same command) | a run directory. Any, not str: a str field
+    # turns the yaml's false into the string 'False', which `train.py --help` then shows quoted.
+    resume: Any = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed} (runs are never unseeded)")
+        if not isinstance(self.resume, (bool, str)):
+            raise ValueError(f"resume must be true, false or a run directory, got {self.resume!r}")
 
     @property
     def resume_target(self) -> bool | str:
         """False, True (search) or the run directory named."""
+        if isinstance(self.resume, bool):
+            return self.resume
         flag = self.resume.strip().lower()
         if flag in ("false", "no", "0", ""):
             return False
@@ -311,3 +318,18 @@ def register_configs() -> None:
 
     ConfigStore.instance().store(name="ssaf_schema", node=RunConfig)
     _registered = True
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: ``ssaf/conf/`` inside an installed wheel (setup.py ships the checkout's
+    ``conf/`` there), else the checkout's top-level ``conf/`` (an editable install, ``PYTHONPATH=src``): the
+    one copy both are made from. ``ssaf-train`` and ``ssaf-dashboard`` read it (``train.py`` passes its own
+    checkout's ``conf/``)."""
+    package = Path(__file__).resolve().parent
+    tried = (package / "conf", package.parents[1] / "conf")  # wheel: site-packages/ssaf/conf; checkout: src/..
+    for folder in tried:
+        if (folder / "config.yaml").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no config.yaml in {' or '.join(map(str, tried))}: reinstall ssaf (pip install .) or run it from its checkout"
+    )

@@ -207,7 +207,7 @@ def test_compare_cli_reports_an_empty_root_clearly(tmp_path):
     assert r.returncode != 0 and "no run directories" in r.stderr
 
 
-@pytest.mark.parametrize("path", sorted((CONF / "sweep").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path):
     sweep = yaml.safe_load(path.read_text())
     assert sweep["program"] == "train.py"

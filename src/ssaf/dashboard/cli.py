@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 
 from ssaf.dashboard.logged import LoggedKeys, read_runs
 from ssaf.dashboard.spec import Dashboard, Key, TaskMetric, build
-
-CONF = Path(__file__).resolve().parents[3] / "conf"  # the checkout's Hydra configs (src layout)
+from ssaf.settings import config_dir
 
 
 def task_metrics(conf: Path, names: list[str] | None = None) -> list[TaskMetric]:
@@ -85,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=6, help="attention layers of the model (MiniLM 6, bert-base 12)")
     ap.add_argument("--compare", nargs="+", type=Path, metavar="DIR", help="add ssaf-compare's tables over DIR")
     ap.add_argument("--title", default="ssaf: sparse attention vs softmax")
-    ap.add_argument("--conf", type=Path, default=CONF, help=f"the Hydra config folder (default {CONF})")
+    ap.add_argument("--conf", type=Path, help="the Hydra config folder (default: the one ssaf-train reads)")
     a = ap.parse_args(argv)
     try:
-        tasks = task_metrics(a.conf, a.tasks.split(",") if a.tasks else None)
+        tasks = task_metrics(a.conf or config_dir(), a.tasks.split(",") if a.tasks else None)
         d = build(tasks, a.layers, a.title)
     except (ValueError, FileNotFoundError) as e:
         print(f"ssaf-dashboard: {e}", file=sys.stderr)

@@ -18,9 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ssaf.settings import TaskSpec
-
-CONF = Path(__file__).resolve().parents[3] / "conf"  # the checkout's Hydra configs (src layout)
+from ssaf.settings import TaskSpec, config_dir
 
 
 def task_spec(conf: Path, name: str) -> TaskSpec:
@@ -69,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-examples", type=int, default=None, help="score the first N sentences only")
     ap.add_argument("--draws", type=int, default=5, help="random baselines per sentence and k (default 5)")
     ap.add_argument("--seed", type=int, default=0, help="seeds the random baselines and the bootstrap")
-    ap.add_argument("--conf", type=Path, default=CONF, help=f"the Hydra config folder (default {CONF})")
+    ap.add_argument("--conf", type=Path, default=None, help="the Hydra config folder (default: ssaf's own)")
     a = ap.parse_args(argv)
     if a.draws < 1 or (a.max_examples is not None and a.max_examples < 1):
         ap.error("--draws and --max-examples must be at least 1")
     for path in a.models:
         check_model_dir(path)
-    task = task_spec(a.conf, a.task)
+    task = task_spec(a.conf or config_dir(), a.task)
     if a.split not in task.splits:
         ap.error(f"--split {a.split!r}: task {task.name} has splits {', '.join(task.splits)}")
 
