@@ -51,7 +51,7 @@ def commands(code: str) -> list[list[str]]:
     """The commands of a shell block: each line without its comment, split at ``&&``, ``;`` and ``|``, the
     leading ``VAR=value`` assignments dropped."""
     out = []
-    for line in code.splitlines():
+    for line in code.replace("\\\n", " ").splitlines():  # a continued line is one command
         words = shlex.split(line, comments=True)
         command: list[str] = []
         for word in [*words, "&&"]:
