@@ -35,13 +35,13 @@ train: $(STAMP) ## run the default job offline (override with ARGS="task=mnli at
 	$(PY) train.py $(ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check src tests scripts train.py
-	$(VENV)/bin/ruff format --check src tests scripts train.py
+	$(VENV)/bin/ruff check src tests scripts train.py setup.py
+	$(VENV)/bin/ruff format --check src tests scripts train.py setup.py
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests scripts train.py
-	$(VENV)/bin/ruff format src tests scripts train.py
+	$(VENV)/bin/ruff check --fix src tests scripts train.py setup.py
+	$(VENV)/bin/ruff format src tests scripts train.py setup.py
 
 bench: $(STAMP) ## transform and training-step benchmarks (prints tables)
 	$(PY) scripts/bench_transforms.py $(ARGS)
