@@ -280,17 +280,17 @@ def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float
             out = _SparseAttention.apply(*fused, one, kpm.to(q.device), transform, scale, 0.0, 0)
             got = [out, *torch.autograd.grad(out, fused, upstream.to(q.device))]
             oracle = [t.double().requires_grad_() for t in rounded]
-            ref = reference(*oracle, transform, one.double().cpu(), kpm, scale, 0.0)
+            ref = reference(oracle[0], oracle[1], oracle[2], transform, one.double().cpu(), kpm, scale, 0.0)
             expected = [ref, *torch.autograd.grad(ref, oracle, upstream.double())]
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as e:
         return f"{_shape(q, k)}: the self-check failed with {_error(e)}"
     tol = CHECK_TOL[q.dtype]
-    for name, a, e in zip(("output", "dq", "dk", "dv"), got, expected, strict=True):
-        a = a.detach().double().cpu()
-        if not torch.allclose(a, e, atol=tol, rtol=tol):
-            err = (a - e).abs().nan_to_num(float("inf")).max().item()
+    for name, fast, exact64 in zip(("output", "dq", "dk", "dv"), got, expected, strict=True):
+        a = fast.detach().double().cpu()
+        if not torch.allclose(a, exact64, atol=tol, rtol=tol):
+            err = (a - exact64).abs().nan_to_num(float("inf")).max().item()
             return (
                 f"{_shape(q, k)}: the self-check's {name} is {err:.3g} from the float64 torch path (tolerance {tol:g})"
             )
