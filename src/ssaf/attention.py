@@ -306,8 +306,11 @@ def ssaf_attention_forward(
         out = sdpa_softmax(query, key, value, attention_mask, mask, scaling, dropout_p)
         return out.transpose(1, 2).contiguous(), None  # (B, Q, H, D)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
-    if attention_mask is not None and attention_mask.dtype != torch.bool:
-        scores = scores + attention_mask
+    if attention_mask is not None and mask is not None and attention_mask.dtype != torch.bool:
+        # The additive mask's values where it lets a query attend (0, or a bias); where it does not, the
+        # transform masks, and finfo.min added there too would reach -inf: a softmax row with nothing to attend
+        # would then be NaN rather than zeros.
+        scores = scores + attention_mask.masked_fill(~mask, 0.0)
     probs = probabilities(scores, mask)  # (B, H, Q, K)
     recorder = getattr(module, "_ssaf_recorder", None)
     if recorder is not None:

@@ -57,7 +57,7 @@ class AttentionRoutes:
 
     @property
     def label(self) -> str:
-        """One line, e.g. ``fused kernel 96 calls, torch path 24 (attention statistics are recorded: 24)``."""
+        """One line, e.g. ``fused kernel 96 calls, torch path 24 calls (attention statistics ...: 24)``."""
         if not self.calls:
             return "no attention calls"
         order = [p for p in ROUTES if p in self.calls] + sorted(set(self.calls) - set(ROUTES))
