@@ -181,7 +181,8 @@ def test_the_record_says_which_attention_path_served_how_many_calls(attn, fast, 
     from ssaf.report.runs import load_run
     from ssaf.summary import read_summary
 
-    summary = run(cfg(f"attn={attn}", *MICRO), tmp_path)
+    heads = "model.config_overrides.num_attention_heads=2"  # head dim 16: the kernel serves it (not 8)
+    summary = run(cfg(f"attn={attn}", *MICRO, heads), tmp_path)
     m = read(tmp_path)
     assert m["schema"] == 2 and m["attn"]["kernel"] == "auto"
     calls, fallbacks = m["routes"]["calls"], m["routes"]["fallbacks"]
