@@ -238,8 +238,9 @@ def sdpa_softmax(
     ``attention_mask`` is what transformers passed (None, boolean, or additive float: its values are added to
     the scores as the eager path adds them); ``mask`` its boolean form (True = may attend). A query row with
     no key to attend (a fully padded sequence; a padded query beyond a sliding window's reach) gives zeros
-    and no gradient, as the eager path's softmax does: sdpa gives NaN there in some torch versions and
-    backends, so such rows attend every key and are zeroed after.
+    and no gradient, as the eager path's softmax does. sdpa would not: NaN in some torch versions and
+    backends, and with an additive mask the mean of the values (torch 2.13 on CPU); so such rows attend every
+    key and are zeroed after.
     """
     if attention_mask is None or mask is None:
         return nn.functional.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=scaling)
