@@ -271,26 +271,30 @@ def test_a_kernel_that_fails_to_compile_degrades_auto_to_the_torch_path_with_one
     assert torch.equal(again, out)
 
 
-@pytest.mark.parametrize("wrong", ["output", "dq"])
+@pytest.mark.parametrize(
+    "wrong,transform", [("output", "entmax15"), ("dq", "entmax15"), ("d lam / alpha", "entmax_bisect")]
+)
 def test_a_kernel_that_computes_a_wrong_result_fails_the_self_check_and_auto_declines_it(
-    wrong, fresh_device, monkeypatch
+    wrong, transform, fresh_device, monkeypatch
 ):
     apply = K._SparseAttention.apply
 
-    def miscompiled(*args):
-        out = apply(*args)
+    def miscompiled(q, k, v, param, *rest):
+        if wrong == "d lam / alpha":
+            return apply(q, k, v, _DoubledGradient.apply(param), *rest)
+        out = apply(q, k, v, param, *rest)
         return out * 1.01 if wrong == "output" else _DoubledGradient.apply(out)
 
     monkeypatch.setattr(K._SparseAttention, "apply", miscompiled)
     q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
     said = rf"q \(2, 2, 24, 16\), 24 keys, float32: the self-check's {wrong} is .* from the float64 torch path"
     with pytest.raises(K.KernelError, match=said):
-        K.dispatch(q, k, v, "entmax15", key_padding_mask=kpm, kernel="triton")
+        K.dispatch(q, k, v, transform, key_padding_mask=kpm, kernel="triton")
     with pytest.warns(RuntimeWarning, match=said):
-        out, route = K.dispatch(q, k, v, "entmax15", key_padding_mask=kpm)
+        out, route = K.dispatch(q, k, v, transform, key_padding_mask=kpm)
     assert route.path == "torch" and "declined" in route.reason
-    torch.testing.assert_close(out, K.sparse_attention(q, k, v, "entmax15", key_padding_mask=kpm, kernel="torch"))
-    assert ("cpu", "entmax15", torch.float32) not in K._checked
+    torch.testing.assert_close(out, K.sparse_attention(q, k, v, transform, key_padding_mask=kpm, kernel="torch"))
+    assert ("cpu", transform, torch.float32) not in K._checked
 
 
 @pytest.mark.parametrize(

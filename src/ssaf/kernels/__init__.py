@@ -260,8 +260,9 @@ def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float
     The problem: for the transform, dtype, head dim and key bucket of the call (q (B, H, Lq, D), k (..., Lk,
     D)), one head's parameter, two sequences of up to 16 queries and Lk keys (random, seeded, from a private
     generator: the caller's random stream is untouched), the first padded from the middle, the second fully
-    masked (zeros), dropout off. The kernel's output and the gradients of q, k, v of a random upstream
-    gradient must equal the float64 torch path's on the same (dtype-rounded) inputs within ``CHECK_TOL``.
+    masked (zeros), dropout off. The kernel's output and the gradients of q, k, v (and lam / alpha) of a
+    random upstream gradient must equal the float64 torch path's on the same (dtype-rounded) inputs within
+    ``CHECK_TOL``.
     Autocast is off inside it: the reference is float64.
     """
     lk, d = k.shape[-2], q.shape[-1]
@@ -272,22 +273,23 @@ def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float
     kpm[0, max(1, lk // 2) :] = False  # padding
     kpm[1] = False  # a fully masked sequence
     rounded = [t.to(q.dtype) for t in exact]  # the inputs the kernel sees, and the reference in float64
-    one = param.detach()[:1]
+    rounded.append(param.detach()[:1].clone())  # one head's parameter (fp32), with a gradient where it has one
+    wrt = 4 if transform in ("sparsegen_lin", "entmax_bisect") else 3  # q, k, v (and lam / alpha)
     try:
         # The call may come from an evaluation (no_grad, inference mode) or a mixed-precision step (autocast).
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
-            fused = [t.to(q.device).requires_grad_() for t in rounded]
-            out = _SparseAttention.apply(*fused, one, kpm.to(q.device), transform, scale, 0.0, 0)
-            got = [out, *torch.autograd.grad(out, fused, upstream.to(q.device))]
-            oracle = [t.double().requires_grad_() for t in rounded]
-            ref = reference(oracle[0], oracle[1], oracle[2], transform, one.double().cpu(), kpm, scale, 0.0)
-            expected = [ref, *torch.autograd.grad(ref, oracle, upstream.double())]
+            fused = [t.to(q.device).requires_grad_(i < wrt) for i, t in enumerate(rounded)]
+            out = _SparseAttention.apply(*fused, kpm.to(q.device), transform, scale, 0.0, 0)
+            got = [out, *torch.autograd.grad(out, fused[:wrt], upstream.to(q.device))]
+            oracle = [t.double().requires_grad_(i < wrt) for i, t in enumerate(rounded)]
+            ref = reference(oracle[0], oracle[1], oracle[2], transform, oracle[3], kpm, scale, 0.0)
+            expected = [ref, *torch.autograd.grad(ref, oracle[:wrt], upstream.double())]
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as e:
         return f"{_shape(q, k)}: the self-check failed with {_error(e)}"
     tol = CHECK_TOL[q.dtype]
-    for name, fast, exact64 in zip(("output", "dq", "dk", "dv"), got, expected, strict=True):
+    for name, fast, exact64 in zip(("output", "dq", "dk", "dv", "d lam / alpha"), got, expected, strict=False):
         a = fast.detach().double().cpu()
         if not torch.allclose(a, exact64, atol=tol, rtol=tol):
             err = (a - exact64).abs().nan_to_num(float("inf")).max().item()
