@@ -399,7 +399,7 @@ def test_a_saved_model_loads_with_plain_transformers_and_trust_remote_code(tmp_p
 # ----------------------------------------------------------------------------- softmax on sdpa, the route record
 
 
-def _attention_call(spec: AttentionSpec, mask_kind: str, dtype: torch.dtype = torch.float32):
+def _attention_call(spec: AttentionSpec, mask_kind: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """One call of the ssaf attention function, on a bare module, with a padded sequence, a fully masked one
     and a full one: (out, dq, dk, dv) and the module's route counts."""
     from torch import nn
@@ -410,17 +410,21 @@ def _attention_call(spec: AttentionSpec, mask_kind: str, dtype: torch.dtype = to
     module._ssaf_probabilities = resolve(spec, module)
     module._ssaf_routes = RouteCounts()
     g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(3, 2, 7, 8, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for _ in "qkv")
-    keep = torch.ones(3, 7, dtype=torch.bool)
+    q, k, v = (
+        torch.randn(3, 2, 7, 8, generator=g, dtype=torch.float64).to(device, dtype).requires_grad_() for _ in "qkv"
+    )
+    keep = torch.ones(3, 7, dtype=torch.bool, device=device)
     keep[0, 4:] = False  # padding
     keep[1] = False  # a fully masked sequence: every row has nothing to attend
     masks = {
         "none": None,
         "bool": keep[:, None, None, :].expand(3, 1, 7, 7),
-        "float": torch.zeros(3, 1, 7, 7, dtype=dtype).masked_fill(~keep[:, None, None, :], torch.finfo(dtype).min),
+        "float": torch.zeros(3, 1, 7, 7, dtype=dtype, device=device).masked_fill(
+            ~keep[:, None, None, :], torch.finfo(dtype).min
+        ),
     }
     out, probs = ssaf_attention_forward(module, q, k, v, masks[mask_kind], scaling=8**-0.5)
-    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype))
+    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(device, dtype))
     return [out.detach(), q.grad, k.grad, v.grad], probs, module._ssaf_routes
 
 
@@ -468,3 +472,17 @@ def test_softmax_takes_the_eager_path_where_the_probabilities_are_needed():
         "sdpa 2 calls, torch path 4 calls (attention statistics are recorded (they read the probabilities): 2; "
         "output_attentions (returns the probabilities): 2)"
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
+def test_softmax_on_sdpa_on_cuda_gives_zeros_for_rows_with_nothing_to_attend(mask_kind, dtype):
+    """CUDA's sdpa backends (flash, memory-efficient) are where a fully masked row comes back NaN."""
+    reference, _, _ = _attention_call(AttentionSpec("softmax", kernel="torch"), mask_kind, torch.float64, "cuda")
+    got, probs, routes = _attention_call(AttentionSpec("softmax"), mask_kind, dtype, "cuda")
+    assert probs is None and routes.calls == {"sdpa": 1}
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    for name, r, a in zip(["out", "dq", "dk", "dv"], reference, got, strict=True):
+        assert torch.isfinite(a).all() and (a[1] == 0).all(), name
+        torch.testing.assert_close(a.double(), r, atol=tol, rtol=tol, msg=name)

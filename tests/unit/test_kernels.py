@@ -320,3 +320,15 @@ def test_the_self_check_passes_on_the_kernel_once_per_device_and_leaves_the_call
     w = torch.tensor(params.get("lam", params.get("alpha")))
     param = 1 / (1 - w.expand(2)) if transform == "sparsegen_lin" else w.expand(2).float()
     assert K.self_check(q.half(), k.half(), transform, param, 32**-0.5) is None  # fp16 too, at its tolerance
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("keys,d", [(128, 64), (512, 64), (384, 128)])
+@pytest.mark.parametrize("transform", K.TRANSFORMS)
+def test_the_self_check_passes_on_cuda(transform, keys, d, dtype):
+    """The fused kernel agrees with the float64 torch path at CHECK_TOL on this card (else auto would decline
+    it here: a wrong tolerance or a broken kernel, either way a finding)."""
+    q = torch.randn(2, 12, keys, d, device="cuda", dtype=dtype)
+    param = torch.full((12,), 1.5 if transform == "entmax_bisect" else 1.0, device="cuda")
+    assert K.self_check(q, q, transform, param, d**-0.5) is None
