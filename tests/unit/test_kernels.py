@@ -332,3 +332,15 @@ def test_the_self_check_passes_on_cuda(transform, keys, d, dtype):
     q = torch.randn(2, 12, keys, d, device="cuda", dtype=dtype)
     param = torch.full((12,), 1.5 if transform == "entmax_bisect" else 1.0, device="cuda")
     assert K.self_check(q, q, transform, param, d**-0.5) is None
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_the_self_check_runs_inside_an_evaluation(mode, fresh_device):
+    """The first fused call may be an evaluation's: the self-check's backward still runs, and passes."""
+    q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
+    with warnings.catch_warnings(), getattr(torch, mode)():
+        warnings.simplefilter("error")
+        out, route = K.dispatch(q, k, v, "sparsegen_lin", lam=-1.0, key_padding_mask=kpm)
+    assert route.path == "fused" and K._checked == {("cpu", "sparsegen_lin", torch.float32)}
+    expected = K.sparse_attention(q.double(), k.double(), v.double(), "sparsegen_lin", lam=-1.0, key_padding_mask=kpm)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)

@@ -266,18 +266,20 @@ def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float
     Autocast is off inside it: the reference is float64.
     """
     lk, d = k.shape[-2], q.shape[-1]
-    g = torch.Generator().manual_seed(0)
-    exact = [torch.randn(2, 1, n, d, generator=g, dtype=torch.float64) for n in (min(q.shape[-2], BLOCK_M), lk, lk)]
-    upstream = torch.randn(exact[0].shape, generator=g, dtype=torch.float64).to(q.dtype)
-    kpm = torch.ones(2, lk, dtype=torch.bool)
-    kpm[0, max(1, lk // 2) :] = False  # padding
-    kpm[1] = False  # a fully masked sequence
-    rounded = [t.to(q.dtype) for t in exact]  # the inputs the kernel sees, and the reference in float64
-    rounded.append(param.detach()[:1].clone())  # one head's parameter (fp32), with a gradient where it has one
     wrt = 4 if transform in ("sparsegen_lin", "entmax_bisect") else 3  # q, k, v (and lam / alpha)
     try:
-        # The call may come from an evaluation (no_grad, inference mode) or a mixed-precision step (autocast).
+        # The call may come from an evaluation (no_grad, inference mode: every tensor made in it, even a
+        # clone, is one autograd refuses) or a mixed-precision step (autocast).
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
+            g = torch.Generator().manual_seed(0)
+            n = (min(q.shape[-2], BLOCK_M), lk, lk)
+            exact = [torch.randn(2, 1, m, d, generator=g, dtype=torch.float64) for m in n]
+            upstream = torch.randn(exact[0].shape, generator=g, dtype=torch.float64).to(q.dtype)
+            kpm = torch.ones(2, lk, dtype=torch.bool)
+            kpm[0, max(1, lk // 2) :] = False  # padding
+            kpm[1] = False  # a fully masked sequence
+            rounded = [t.to(q.dtype) for t in exact]  # the inputs the kernel sees, and the reference in float64
+            rounded.append(param.detach()[:1].clone())  # one head's parameter (fp32)
             fused = [t.to(q.device).requires_grad_(i < wrt) for i, t in enumerate(rounded)]
             out = _SparseAttention.apply(*fused, kpm.to(q.device), transform, scale, 0.0, 0)
             got = [out, *torch.autograd.grad(out, fused[:wrt], upstream.to(q.device))]
