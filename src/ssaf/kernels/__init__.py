@@ -39,12 +39,13 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_M = 16
 TOL = 1e-5  # alpha-entmax's row-sum tolerance: fp32 arithmetic in the kernel, its powers through exp2(log2)
 N_ITER = 100  # alpha-entmax's search steps at most (it stops at TOL, usually within 10)
-# The self-check's tolerance on outputs and gradients (atol = rtol) against float64: several times each
-# dtype's error at 512 keys, far below what a miscompiled kernel gives (errors of order one).
+# The self-check's tolerance on outputs and gradients (atol = rtol) against float64: three times the gpu
+# tests' (bf16 2e-2; fp32 1e-4 there, 1e-3 here), still far below a miscompiled kernel's errors (order one,
+# or NaN). Not yet measured on a GPU: the first GPU session runs test_the_self_check_passes_on_cuda.
 CHECK_TOL = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 
 # Process-wide, per device: why the fused kernel is declined there, and the (device, transform, dtype)
-# whose self-check passed. A decline lasts for the process (a new run starts clean); ``forget`` clears both.
+# whose self-check passed. A decline lasts for the process (a new run starts clean).
 _declined: dict[str, str] = {}
 _checked: set[tuple[str, str, torch.dtype]] = set()
 
@@ -60,12 +61,6 @@ class Route:
 
     path: str
     reason: str | None = None
-
-
-def forget() -> None:
-    """Forget every device's decline and self-check (tests; a process otherwise keeps them)."""
-    _declined.clear()
-    _checked.clear()
 
 
 def interpreted() -> bool:
