@@ -14,10 +14,17 @@ What it registers, once, when ``ssaf`` is imported:
 
 The attention function reads the spec from ``module.config`` on every call; learned per-head alpha/lam
 are parameters of each self-attention module (``module.ssaf_alpha`` / ``module.ssaf_lam``).
+
+Each call takes one path (:func:`route`): the fused kernel (``ssaf.kernels``) for a sparse transform and
+softmax on torch's ``scaled_dot_product_attention`` whenever nothing needs the probabilities, else the
+materialising path on ``ssaf.transforms`` (eager or compiled). :class:`RouteCounts`, one per model, counts
+the calls each path served and why a faster one was not taken (``attention_routes``; the run's record).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,6 +82,7 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaSelfA
 from ssaf import keys, registry
 from ssaf import transforms as T
 from ssaf.settings import AttentionSpec
+from ssaf.summary import AttentionRoutes
 
 ATTN_IMPLEMENTATION = "ssaf"
 
@@ -150,21 +158,104 @@ def key_padding(mask: Tensor | None) -> Tensor | None:
     return None if mask is None else mask[:, 0, 0, :]
 
 
-def fused_route(probabilities: Probabilities, module: nn.Module, query: Tensor, key: Tensor, kwargs: dict) -> bool:
-    """Whether this call runs on the fused kernel: asked for (kernel auto or triton, a kernel exists), nothing
-    needs the probabilities (attention statistics, ``output_attentions``), a plain padding mask (no sliding
-    window, not a decoder), and for ``auto`` inputs the kernel serves (CUDA, <= 512 keys, head dims)."""
-    if probabilities.kernel == "torch" or not probabilities.fused:
-        return False
-    if getattr(module, "_ssaf_recorder", None) is not None or attentions_requested():
-        return False
-    if kwargs.get("sliding_window") is not None or getattr(getattr(module, "config", None), "is_decoder", False):
-        return False
+def route(
+    probabilities: Probabilities, module: nn.Module, query: Tensor, key: Tensor, kwargs: dict
+) -> tuple[str, str | None]:
+    """Which path serves this call (``fused``, ``sdpa``, ``compiled``, ``torch``: ``ssaf.summary.ROUTES``), and
+    why not a faster one (None where the call takes the fastest path its spec asks for).
+
+    The fast paths, fused kernel (sparse transforms) and sdpa (softmax), never materialise the probabilities,
+    so they serve a call when nothing needs them (attention statistics, ``output_attentions``) and the spec
+    does not ask for the torch path (``kernel=torch``). The fused kernel also needs a plain padding mask (no
+    sliding window, not a decoder), and for ``auto`` inputs it serves (CUDA, <= 512 keys, head dims, not
+    declined on the device); sdpa takes the whole mask, so windows are served.
+    """
+    eager = "compiled" if probabilities.compiled else "torch"
+    if probabilities.kernel == "torch":
+        return eager, None
+    if getattr(module, "_ssaf_recorder", None) is not None:
+        return eager, "attention statistics are recorded (they read the probabilities)"
+    if attentions_requested():
+        return eager, "output_attentions (returns the probabilities)"
+    if probabilities.function == "softmax":
+        return "sdpa", None
+    if not probabilities.fused:
+        return eager, f"no fused kernel for {probabilities.function}"
+    if kwargs.get("sliding_window") is not None:
+        return eager, "a sliding-window layer (the fused kernel takes a key padding mask)"
+    if getattr(getattr(module, "config", None), "is_decoder", False):
+        return eager, "a decoder layer (the fused kernel takes a key padding mask)"
     if probabilities.kernel == "triton":
-        return True  # ssaf.kernels warns once and falls back where it cannot serve the inputs
+        return "fused", None  # ssaf.kernels warns once and falls back where it cannot serve the inputs
     from ssaf import kernels
 
-    return kernels.unsupported(query, key, probabilities.function) is None
+    why = kernels.unsupported(query, key, probabilities.function)
+    return ("fused", None) if why is None else (eager, why)
+
+
+class RouteCounts:
+    """The attention calls of one model by the path that served them, and by the reason a faster path did
+    not (see :func:`route`); one per model, shared by its attention modules (``attach``). Thread-safe
+    (``nn.DataParallel`` calls the replicas from threads)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.fallbacks: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, path: str, reason: str | None) -> None:
+        with self._lock:
+            self.calls[path] += 1
+            if reason is not None:
+                self.fallbacks[reason] += 1
+
+
+def attention_routes(model: nn.Module) -> AttentionRoutes:
+    """What served the attention calls of ``model`` so far (calls per path, and per fallback reason)."""
+    calls: Counter[str] = Counter()
+    fallbacks: Counter[str] = Counter()
+    counted = {id(r): r for m in attention_modules(model) if (r := getattr(m, "_ssaf_routes", None)) is not None}
+    for r in counted.values():
+        with r._lock:
+            calls.update(r.calls)
+            fallbacks.update(r.fallbacks)
+    return AttentionRoutes(calls=dict(calls), fallbacks=dict(fallbacks))
+
+
+def _count(module: nn.Module, path: str, reason: str | None) -> None:
+    routes = getattr(module, "_ssaf_routes", None)
+    if routes is not None:
+        routes.add(path, reason)
+
+
+def sdpa_softmax(
+    query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, mask: Tensor | None,
+    scaling: float, dropout: float,
+) -> Tensor:  # fmt: skip
+    """Softmax attention on ``torch.nn.functional.scaled_dot_product_attention``: (B, H, Q, D) out, the eager
+    path's (``softmax(q k^T * scaling + additive mask)`` on the keys ``mask`` allows, dropout, times v).
+
+    ``attention_mask`` is what transformers passed (None, boolean, or additive float: its values are added to
+    the scores as the eager path adds them); ``mask`` its boolean form (True = may attend). A query row with
+    no key to attend (a fully padded sequence; a padded query beyond a sliding window's reach) gives zeros
+    and no gradient, as the eager path's softmax does. sdpa would not: NaN in some torch versions and
+    backends, and with an additive mask the mean of the values (torch 2.13 on CPU); so such rows attend every
+    key and are zeroed after.
+    """
+    if attention_mask is None or mask is None:
+        return nn.functional.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=scaling)
+    empty = ~mask.any(dim=-1, keepdim=True)  # (B, 1, Q, 1): rows with nothing to attend
+    # On CPU the test is cheaper than fixing rows that need none; on an accelerator it would make the host
+    # wait for the device.
+    fix = query.device.type != "cpu" or bool(empty.any())
+    if attention_mask.dtype == torch.bool:
+        attn_mask = attention_mask | empty if fix else attention_mask
+    else:
+        attn_mask = (attention_mask.masked_fill(empty, 0.0) if fix else attention_mask).to(query.dtype)
+    out = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attn_mask, dropout_p=dropout, scale=scaling
+    )
+    return out.masked_fill(empty, 0.0) if fix else out
 
 
 def ssaf_attention_forward(
@@ -181,8 +272,8 @@ def ssaf_attention_forward(
 
     ``attention_mask`` is None (no padding), boolean (True = attend, from the sdpa mask we register)
     or an additive float mask (0 / finfo.min, from callers that build their own). The returned
-    probabilities are taken before dropout, so exact zeros in them are the transform's. On the fused
-    kernel (``attn.kernel``) nothing materialises them and None is returned in their place.
+    probabilities are taken before dropout, so exact zeros in them are the transform's. On the fast paths
+    (the fused kernel, sdpa: :func:`route`) nothing materialises them and None is returned in their place.
     """
     probabilities = getattr(module, "_ssaf_probabilities", None)
     if probabilities is None:
@@ -199,18 +290,28 @@ def ssaf_attention_forward(
             if attention_mask.dtype == torch.bool
             else attention_mask > torch.finfo(attention_mask.dtype).min / 2
         )
-    if fused_route(probabilities, module, query, key, kwargs):
+    path, reason = route(probabilities, module, query, key, kwargs)
+    if path == "fused":
         from ssaf import kernels
 
         param = {probabilities.param_name: probabilities.value()} if probabilities.param_name else {}
-        out = kernels.sparse_attention(
+        out, served = kernels.dispatch(
             query, key, value, probabilities.function, key_padding_mask=key_padding(mask), scale=scaling,
             dropout_p=dropout if module.training else 0.0, kernel=probabilities.kernel, **param,
         )  # fmt: skip
+        _count(module, served.path, served.reason)
         return out.transpose(1, 2).contiguous(), None
+    _count(module, path, reason)
+    if path == "sdpa":
+        dropout_p = dropout if module.training else 0.0
+        out = sdpa_softmax(query, key, value, attention_mask, mask, scaling, dropout_p)
+        return out.transpose(1, 2).contiguous(), None  # (B, Q, H, D)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
-    if attention_mask is not None and attention_mask.dtype != torch.bool:
-        scores = scores + attention_mask
+    if attention_mask is not None and mask is not None and attention_mask.dtype != torch.bool:
+        # The additive mask's values where it lets a query attend (0, or a bias); where it does not, the
+        # transform masks, and finfo.min added there too would reach -inf: a softmax row with nothing to attend
+        # would then be NaN rather than zeros.
+        scores = scores + attention_mask.masked_fill(~mask, 0.0)
     probs = probabilities(scores, mask)  # (B, H, Q, K)
     recorder = getattr(module, "_ssaf_recorder", None)
     if recorder is not None:
@@ -338,10 +439,12 @@ LEARNED_ATTRIBUTES: tuple[str, ...] = tuple(
 
 
 def attach(model: nn.Module, spec: AttentionSpec) -> None:
-    """Give every self-attention module its resolved probabilities function, and its per-head parameter
-    when the spec learns one (initialised at the spec's lam / alpha)."""
+    """Give every self-attention module its resolved probabilities function, its per-head parameter when the
+    spec learns one (initialised at the spec's lam / alpha), and the model's :class:`RouteCounts`."""
     t = spec.record
+    routes = RouteCounts()
     for m in attention_modules(model):
+        m._ssaf_routes = routes  # type: ignore[assignment]
         if t.learned:
             heads = num_heads(m)
             module = (

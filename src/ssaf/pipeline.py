@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from ssaf import keys
-from ssaf.attention import learned_values
+from ssaf.attention import attention_routes, learned_values
 from ssaf.config import ConfigError, RunSettings, check_environment, settings
 from ssaf.models import build_model
 from ssaf.prepare import PREPARE, Prepared
@@ -168,6 +168,7 @@ def finish(
         },
         attention={k: v.summary() for k, v in trainer.attention_stats.items()},
         learned=learned_values(trainer.model),  # type: ignore[arg-type]
+        routes=attention_routes(trainer.model),  # type: ignore[arg-type]
         train=Timing(
             runtime_s=runtime,
             segments=segments,
@@ -204,7 +205,14 @@ def stopped(r: Run, status: str, error: str) -> None:
         return
     state, segments = r.trainer.state, r.trainer.clock.segments
     timing = Timing(sum(segments), segments, state.global_step, state.epoch or 0.0, None, None, None, 0.0, False)
-    summary = replace(r.summary, status=status, error=error, train=timing, history=state.log_history)
+    summary = replace(
+        r.summary,
+        status=status,
+        error=error,
+        train=timing,
+        history=state.log_history,
+        routes=attention_routes(r.trainer.model),  # type: ignore[arg-type]
+    )
     write_summary(r.work_dir, summary)
     if r.tracker is not None:
         r.tracker.finish(None)
@@ -237,6 +245,7 @@ def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> Ru
             learned=t.learned,
             own_lr=s.trainer.attn_learning_rate if t.learned else None,
             compiled=s.attn.compiled,
+            kernel=s.attn.kernel,
         ),
         model=s.model.name,
         pretrained=s.model.pretrained,
@@ -306,6 +315,8 @@ def summary_table(summary: RunSummary) -> str:
     assert t is not None
     segments = f" in {len(t.segments)} segments" if len(t.segments) > 1 else ""
     rows.append(f"train: {t.steps} steps, {t.runtime_s:.0f} s{segments}, {t.examples_per_s or 0:.1f} examples/s")
+    if summary.routes is not None:
+        rows.append(f"attention (kernel={summary.attn.kernel}): {summary.routes.label}")
     best = summary.best
     if best.get("checkpoint"):
         rows.append(

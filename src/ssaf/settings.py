@@ -109,7 +109,10 @@ class AttentionSpec:
     lam: float = 0.0
     alpha: float = 1.5
     compiled: bool = False  # torch.compile'd whole-row kernels, where the registry lists "compiled"
-    kernel: str = "auto"  # auto: the fused Triton kernel on CUDA where it serves the shape, else torch; triton | torch
+    # auto: where nothing needs the probabilities, the fused Triton kernel (on CUDA where it serves the shape and
+    # passed its self-check) or, for softmax, sdpa; else the torch path. triton: the kernel (a warning where it
+    # does not serve the shape, an error where it fails on the device). torch: the eager path, softmax included.
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         t = registry.transform(self.transform)

@@ -2,6 +2,9 @@
 back by the report (which needs nothing else from a run directory).
 
 Pure Python (no torch, no transformers): the report and its tests use it on their own.
+
+Versions of ``metrics.json`` (``schema``): 1, the first; 2 adds ``routes`` (which attention paths served the
+run). Every version in ``READABLE`` reads back; what an older file lacks is None.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2  # the version written
+READABLE = (1, 2)  # the versions read
 STATUSES = ("running", "completed", "failed", "interrupted", "rejected")
 
 
@@ -32,6 +36,35 @@ class AttentionInfo:
     def label(self) -> str:
         """How reports name it: a learned attention at its own learning rate is another attention."""
         return self.name + (f" (lr {self.own_lr:g})" if self.learned and self.own_lr is not None else "")
+
+
+# The paths an attention call can take (ssaf.attention.route), as the summary names them.
+ROUTES = {"fused": "fused kernel", "sdpa": "sdpa", "compiled": "compiled", "torch": "torch path"}
+
+
+@dataclass(frozen=True)
+class AttentionRoutes:
+    """Which paths served a run's attention calls, counted by the process that writes the record (rank 0 of a
+    distributed run) since it started (a resumed run: since it resumed).
+
+    ``calls``: path (a key of ``ROUTES``) -> calls it served. ``fallbacks``: reason -> calls that did not take
+    the fast path their spec asks for (the fused kernel, sdpa) for that reason: attention statistics and
+    ``output_attentions`` need the probabilities; inputs the kernel does not serve; a device where it failed.
+    """
+
+    calls: dict[str, int] = field(default_factory=dict)
+    fallbacks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """One line, e.g. ``fused kernel 96 calls, torch path 24 calls (attention statistics ...: 24)``."""
+        if not self.calls:
+            return "no attention calls"
+        order = [p for p in ROUTES if p in self.calls] + sorted(set(self.calls) - set(ROUTES))
+        text = ", ".join(f"{ROUTES.get(p, p)} {self.calls[p]} calls" for p in order)
+        if self.fallbacks:
+            text += " (" + "; ".join(f"{why}: {n}" for why, n in sorted(self.fallbacks.items())) + ")"
+        return text
 
 
 @dataclass(frozen=True)
@@ -120,6 +153,7 @@ class RunSummary:
     learned: dict[str, list[list[float]]] = field(default_factory=dict)
     train: Timing | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    routes: AttentionRoutes | None = None  # None until the run ends or stops; schema 1 never recorded it
     schema: int = SCHEMA
 
     def __post_init__(self) -> None:
@@ -135,9 +169,13 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSummary:
-        """The summary of a ``metrics.json``; ValueError naming what is missing or unknown."""
-        if d.get("schema") != SCHEMA:
-            raise ValueError(f"metrics.json schema {d.get('schema')!r}, this ssaf reads schema {SCHEMA}")
+        """The summary of a ``metrics.json`` of any ``READABLE`` schema; ValueError naming what is missing or
+        unknown."""
+        if d.get("schema") not in READABLE:
+            raise ValueError(
+                f"metrics.json schema {d.get('schema')!r}, this ssaf reads schemas "
+                f"{', '.join(map(str, READABLE))} (a newer ssaf writes a higher one: upgrade to read it)"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -147,6 +185,7 @@ class RunSummary:
             "budget": Budget,
             "data": DataInfo,
             "train": Timing,
+            "routes": AttentionRoutes,
         }
         values = dict(d)
         try:
@@ -179,7 +218,7 @@ def read_summary(run_dir: Path) -> RunSummary:
         raise ValueError(f"{path} is not valid JSON ({e})") from e
     if not isinstance(d, dict):
         raise ValueError(f"{path} does not hold a JSON object")
-    if d.get("status") == "rejected" and d.get("schema") == SCHEMA and "task" not in d:
+    if d.get("status") == "rejected" and d.get("schema") in READABLE and "task" not in d:
         raise ValueError(f"the command was rejected: {d.get('error')}")
     return RunSummary.from_dict(d)
 

@@ -174,6 +174,32 @@ def test_every_task_and_attention_trains_and_evaluates(task, attn, tmp_path):
     assert json.loads((tmp_path / "run_info.json").read_text())["data"]["source"] == "sample"
 
 
+@pytest.mark.parametrize("attn,fast", [("sparse", "fused"), ("softmax", "sdpa")])
+def test_the_record_says_which_attention_path_served_how_many_calls(attn, fast, tmp_path, capsys):
+    """Training runs on the fast path (the fused kernel, under Triton's interpreter here; sdpa), evaluation
+    with attention statistics on the torch path, and metrics.json and the printed summary say so."""
+    from ssaf.report.runs import load_run
+    from ssaf.summary import read_summary
+
+    heads = "model.config_overrides.num_attention_heads=2"  # head dim 16: the kernel serves it (not 8)
+    summary = run(cfg(f"attn={attn}", *MICRO, heads), tmp_path)
+    m = read(tmp_path)
+    assert m["schema"] == 2 and m["attn"]["kernel"] == "auto"
+    calls, fallbacks = m["routes"]["calls"], m["routes"]["fallbacks"]
+    assert calls[fast] == 2 * 2, "2 training steps x 2 layers"
+    stats = "attention statistics are recorded (they read the probabilities)"
+    assert calls["torch"] == fallbacks[stats] > 0 and sorted(calls) == sorted([fast, "torch"])
+    assert sum(fallbacks.values()) == calls["torch"], "every call off the fast path has its reason"
+    label = {"fused": "fused kernel", "sdpa": "sdpa"}[fast]
+    line = f"attention (kernel=auto): {label} 4 calls, torch path {calls['torch']} calls ({stats}: {calls['torch']})"
+    assert line in capsys.readouterr().out
+    assert summary.routes is not None and summary.routes.calls == calls
+    # a metrics.json of schema 1 (before the record) still reads back, without it
+    old = {k: v for k, v in m.items() if k != "routes"} | {"schema": 1}
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    assert read_summary(tmp_path).routes is None and load_run(tmp_path).status == "completed"
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_preset_trains_a_couple_of_steps(experiment, tmp_path):
     summary = run(cfg(f"experiment={experiment}", *MICRO), tmp_path)

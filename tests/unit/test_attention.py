@@ -394,3 +394,95 @@ def test_a_saved_model_loads_with_plain_transformers_and_trust_remote_code(tmp_p
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split()[0] == type(model).__name__
     assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
+
+
+# ----------------------------------------------------------------------------- softmax on sdpa, the route record
+
+
+def _attention_call(spec: AttentionSpec, mask_kind: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """One call of the ssaf attention function, on a bare module, with a padded sequence, a fully masked one
+    and a full one: (out, dq, dk, dv) and the module's route counts."""
+    from torch import nn
+
+    from ssaf.attention import RouteCounts, resolve, ssaf_attention_forward
+
+    module = nn.Module().eval()
+    module._ssaf_probabilities = resolve(spec, module)
+    module._ssaf_routes = RouteCounts()
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (
+        torch.randn(3, 2, 7, 8, generator=g, dtype=torch.float64).to(device, dtype).requires_grad_() for _ in "qkv"
+    )
+    keep = torch.ones(3, 7, dtype=torch.bool, device=device)
+    keep[0, 4:] = False  # padding
+    keep[1] = False  # a fully masked sequence: every row has nothing to attend
+    masks = {
+        "none": None,
+        "bool": keep[:, None, None, :].expand(3, 1, 7, 7),
+        "float": torch.zeros(3, 1, 7, 7, dtype=dtype, device=device).masked_fill(
+            ~keep[:, None, None, :], torch.finfo(dtype).min
+        ),
+    }
+    out, probs = ssaf_attention_forward(module, q, k, v, masks[mask_kind], scaling=8**-0.5)
+    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(device, dtype))
+    return [out.detach(), q.grad, k.grad, v.grad], probs, module._ssaf_routes
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_softmax_runs_on_sdpa_with_the_eager_paths_outputs_and_gradients(mask_kind, near_reference, monkeypatch):
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or sdpa(*a, **kw)
+    )
+    eager_spec = AttentionSpec("softmax", kernel="torch")  # the materialising path, on purpose
+    reference, _, _ = _attention_call(eager_spec, mask_kind, torch.float64)
+    eager, eager_probs, _ = _attention_call(eager_spec, mask_kind)
+    assert not calls and eager_probs is not None
+    got, probs, routes = _attention_call(AttentionSpec("softmax"), mask_kind)
+    assert calls == [1] and probs is None, "softmax on sdpa: nothing materialises the probabilities"
+    assert routes.calls == {"sdpa": 1} and not routes.fallbacks
+    for name, r, e, a in zip(["out", "dq", "dk", "dv"], reference, eager, got, strict=True):
+        assert torch.isfinite(a).all(), name
+        near_reference(name, r, e, a)
+    if mask_kind != "none":  # the fully masked sequence: zeros and no gradient, as the eager path gives
+        assert all((t[1] == 0).all() for t in got), "a row with nothing to attend gives zeros, no gradient"
+
+
+def test_softmax_takes_the_eager_path_where_the_probabilities_are_needed():
+    model = tiny_model("bert", SPECS["softmax"])
+    ids, mask, _ = batch()
+    from ssaf.attention import attention_routes
+
+    with torch.no_grad():
+        fast = model(input_ids=ids, attention_mask=mask).logits
+        assert attention_routes(model).calls == {"sdpa": 2}  # one call per layer
+        slow = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        with record_attention_stats(model):
+            model(input_ids=ids, attention_mask=mask)
+    assert slow.attentions is not None and all(a is not None for a in slow.attentions)
+    torch.testing.assert_close(fast, slow.logits, atol=1e-5, rtol=1e-5)
+    routes = attention_routes(model)
+    assert routes.calls == {"sdpa": 2, "torch": 4}
+    assert routes.fallbacks == {
+        "output_attentions (returns the probabilities)": 2,
+        "attention statistics are recorded (they read the probabilities)": 2,
+    }
+    assert routes.label == (
+        "sdpa 2 calls, torch path 4 calls (attention statistics are recorded (they read the probabilities): 2; "
+        "output_attentions (returns the probabilities): 2)"
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
+def test_softmax_on_sdpa_on_cuda_gives_zeros_for_rows_with_nothing_to_attend(mask_kind, dtype):
+    """CUDA's sdpa backends (flash, memory-efficient) are where a fully masked row comes back NaN."""
+    reference, _, _ = _attention_call(AttentionSpec("softmax", kernel="torch"), mask_kind, torch.float64, "cuda")
+    got, probs, routes = _attention_call(AttentionSpec("softmax"), mask_kind, dtype, "cuda")
+    assert probs is None and routes.calls == {"sdpa": 1}
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    for name, r, a in zip(["out", "dq", "dk", "dv"], reference, got, strict=True):
+        assert torch.isfinite(a).all() and (a[1] == 0).all(), name
+        torch.testing.assert_close(a.double(), r, atol=tol, rtol=tol, msg=name)

@@ -211,3 +211,136 @@ def test_the_fused_kernel_equals_the_torch_path_on_cuda(case, shape, dtype):
     for a, e in zip(got, expected, strict=False):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a.double(), e, atol=tol, rtol=tol)
+
+
+# ---------------------------------------------------------------- auto never takes a run down
+
+
+@pytest.fixture
+def fresh_device(monkeypatch):
+    """No device declined or self-checked yet, no warning given yet (and the process's state restored after)."""
+    from ssaf.transforms import _common
+
+    monkeypatch.setattr(K, "_declined", {})
+    monkeypatch.setattr(K, "_checked", set())
+    monkeypatch.setattr(_common, "_warned", set())
+
+
+def _out_of_shared_memory(*args):
+    from triton.runtime.errors import OutOfResources
+
+    raise OutOfResources(147456, 101376, "shared memory")
+
+
+class _DoubledGradient(torch.autograd.Function):
+    """The identity with a wrong backward: a kernel whose forward is right and whose gradient is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+@pytest.mark.parametrize("where", ["the self-check", "the launch"])
+def test_a_kernel_that_fails_to_compile_degrades_auto_to_the_torch_path_with_one_warning(
+    where, fresh_device, monkeypatch
+):
+    q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
+    if where == "the launch":
+        K._checked.add(("cpu", "sparsemax", torch.float32))  # the self-check passed earlier
+    launches = []
+    monkeypatch.setattr(K._SparseAttention, "apply", lambda *a: launches.append(a) or _out_of_shared_memory())
+    said = r"the fused sparsemax kernel on cpu \(Triton's interpreter\), q \(2, 2, 24, 16\), 24 keys, float32: "
+    said += r"(the self-check )?failed with OutOfResources: out of resource: shared memory"
+    with pytest.raises(K.KernelError, match=said + r".*attn.kernel=auto falls back"):
+        K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="triton")
+    assert not K._declined, "triton raises; it declines nothing"
+    with pytest.warns(RuntimeWarning, match=said + r".*the torch path runs on this device from now on"):
+        out, route = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="auto")
+    assert route.path == "torch" and route.reason.startswith("the fused kernel is declined on cpu")
+    torch.testing.assert_close(out, K.sparse_attention(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="torch"))
+    tried = len(launches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per device
+        again, route2 = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="auto")
+    assert route2 == route and len(launches) == tried, "declined: the kernel is not tried again on the device"
+    assert K.unsupported(q, k, "entmax15") == route.reason, "declined for every transform on the device"
+    assert torch.equal(again, out)
+
+
+@pytest.mark.parametrize(
+    "wrong,transform", [("output", "entmax15"), ("dq", "entmax15"), ("d lam / alpha", "entmax_bisect")]
+)
+def test_a_kernel_that_computes_a_wrong_result_fails_the_self_check_and_auto_declines_it(
+    wrong, transform, fresh_device, monkeypatch
+):
+    apply = K._SparseAttention.apply
+
+    def miscompiled(q, k, v, param, *rest):
+        if wrong == "d lam / alpha":
+            return apply(q, k, v, _DoubledGradient.apply(param), *rest)
+        out = apply(q, k, v, param, *rest)
+        return out * 1.01 if wrong == "output" else _DoubledGradient.apply(out)
+
+    monkeypatch.setattr(K._SparseAttention, "apply", miscompiled)
+    q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
+    said = rf"q \(2, 2, 24, 16\), 24 keys, float32: the self-check's {wrong} is .* from the float64 torch path"
+    with pytest.raises(K.KernelError, match=said):
+        K.dispatch(q, k, v, transform, key_padding_mask=kpm, kernel="triton")
+    with pytest.warns(RuntimeWarning, match=said):
+        out, route = K.dispatch(q, k, v, transform, key_padding_mask=kpm)
+    assert route.path == "torch" and "declined" in route.reason
+    torch.testing.assert_close(out, K.sparse_attention(q, k, v, transform, key_padding_mask=kpm, kernel="torch"))
+    assert ("cpu", transform, torch.float32) not in K._checked
+
+
+@pytest.mark.parametrize(
+    "transform,params", [("sparsegen_lin", {"lam": [-3.0, 0.5]}), ("entmax_bisect", {"alpha": 1.3})]
+)
+def test_the_self_check_passes_on_the_kernel_once_per_device_and_leaves_the_callers_random_stream(
+    transform, params, fresh_device, monkeypatch
+):
+    checks = []
+    check = K.self_check
+    monkeypatch.setattr(K, "self_check", lambda *a: checks.append(a) or check(*a))
+    q, k, v, kpm = inputs(2, 2, 40, 40, 32, "pad")
+    before = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = run(transform, params, q, k, v, kpm, torch.float32, "auto")
+        assert torch.equal(torch.get_rng_state(), before), "the self-check draws from its own generator"
+        run(transform, params, q, k, v, kpm, torch.float32, "auto")
+    assert len(checks) == 1 and K._checked == {("cpu", transform, torch.float32)} and not K._declined
+    expected = run(transform, params, q, k, v, kpm, torch.float64, "torch")
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a.double(), e, atol=1e-4, rtol=1e-4)
+    w = torch.tensor(params.get("lam", params.get("alpha")))
+    param = 1 / (1 - w.expand(2)) if transform == "sparsegen_lin" else w.expand(2).float()
+    assert K.self_check(q.half(), k.half(), transform, param, 32**-0.5) is None  # fp16 too, at its tolerance
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("keys,d", [(128, 64), (512, 64), (384, 128)])
+@pytest.mark.parametrize("transform", K.TRANSFORMS)
+def test_the_self_check_passes_on_cuda(transform, keys, d, dtype):
+    """The fused kernel agrees with the float64 torch path at CHECK_TOL on this card (else auto would decline
+    it here: a wrong tolerance or a broken kernel, either way a finding)."""
+    q = torch.randn(2, 12, keys, d, device="cuda", dtype=dtype)
+    param = torch.full((12,), 1.5 if transform == "entmax_bisect" else 1.0, device="cuda")
+    assert K.self_check(q, q, transform, param, d**-0.5) is None
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_the_self_check_runs_inside_an_evaluation(mode, fresh_device):
+    """The first fused call may be an evaluation's: the self-check's backward still runs, and passes."""
+    q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
+    with warnings.catch_warnings(), getattr(torch, mode)():
+        warnings.simplefilter("error")
+        out, route = K.dispatch(q, k, v, "sparsegen_lin", lam=-1.0, key_padding_mask=kpm)
+    assert route.path == "fused" and K._checked == {("cpu", "sparsegen_lin", torch.float32)}
+    expected = K.sparse_attention(q.double(), k.double(), v.double(), "sparsegen_lin", lam=-1.0, key_padding_mask=kpm)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)

@@ -7,14 +7,23 @@ same function runs on ``ssaf.transforms`` (materialising the probabilities), wit
 where a fused kernel was asked for. The results are the same (tested, float64 oracle, under Triton's
 interpreter on CPU: ``TRITON_INTERPRET=1``).
 
+Fail-safe on a real device: the first fused call of each transform and dtype on a device first runs
+``self_check`` (the kernel against the float64 torch path, forward and backward, with a padded and a fully
+masked row). If that check, or compiling or launching the kernel, fails, ``kernel="auto"`` warns once
+(device, capability, shape, the error) and declines the kernel on that device for the rest of the
+process, and the torch path serves the call; ``kernel="triton"`` raises ``KernelError`` with the same
+message. ``dispatch`` returns which path served a call, for the run's record.
+
 Transforms, named as in ``ssaf.transforms``: ``sparsemax``, ``sparsegen_lin`` (``lam``), ``entmax15``,
-``entmax_bisect`` (``alpha``); softmax stays on sdpa.
+``entmax_bisect`` (``alpha``). Softmax has no kernel here: in a model it runs on torch's
+``scaled_dot_product_attention`` (``ssaf.attention``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +39,28 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_M = 16
 TOL = 1e-5  # alpha-entmax's row-sum tolerance: fp32 arithmetic in the kernel, its powers through exp2(log2)
 N_ITER = 100  # alpha-entmax's search steps at most (it stops at TOL, usually within 10)
+# The self-check's tolerance on outputs and gradients (atol = rtol) against float64: three times the gpu
+# tests' (bf16 2e-2; fp32 1e-4 there, 1e-3 here), still far below a miscompiled kernel's errors (order one,
+# or NaN). Not yet measured on a GPU: the first GPU session runs test_the_self_check_passes_on_cuda.
+CHECK_TOL = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+# Process-wide, per device: why the fused kernel is declined there, and the (device, transform, dtype)
+# whose self-check passed. A decline lasts for the process (a new run starts clean).
+_declined: dict[str, str] = {}
+_checked: set[tuple[str, str, torch.dtype]] = set()
+
+
+class KernelError(RuntimeError):
+    """The fused kernel failed or disagreed with the torch path on this device (``kernel="triton"``)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which path served one call: ``fused`` or ``torch``, and why the torch path where the fused kernel was
+    asked for (``reason``; None when it served, or when ``kernel="torch"`` asked for the torch path)."""
+
+    path: str
+    reason: str | None = None
 
 
 def interpreted() -> bool:
@@ -53,6 +84,8 @@ def unsupported(q: Tensor, k: Tensor, transform: str) -> str | None:
         return "triton is not installed"
     if not (q.is_cuda or (interpreted() and q.device.type == "cpu")):
         return f"tensors on {q.device} (the kernel runs on CUDA)"
+    if (declined := _declined.get(str(q.device))) is not None:
+        return declined
     if k.shape[-2] > MAX_KEYS:
         return f"rows of {k.shape[-2]} keys (the kernel holds at most {MAX_KEYS})"
     if q.shape[-1] not in HEAD_DIMS:
@@ -71,6 +104,78 @@ def _per_head(value: Tensor | float | None, name: str, default: float, heads: in
     if value.numel() != heads and value.numel() != 1:
         raise ValueError(f"{name} of shape {tuple(value.shape)}: give a float or one value per head ({heads})")
     return value.reshape(-1).expand(heads).to(device=like.device, dtype=torch.float32)
+
+
+def dispatch(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    transform: str,
+    *,
+    lam: Tensor | float | None = None,
+    alpha: Tensor | float | None = None,
+    key_padding_mask: Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    kernel: str = "auto",
+) -> tuple[Tensor, Route]:
+    """:func:`sparse_attention`, also returning the :class:`Route` that served the call."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; the kernels serve {', '.join(TRANSFORMS)}")
+    if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q, k, v must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    b, h, _, d = q.shape
+    if key_padding_mask is not None and (
+        key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (b, k.shape[2])
+    ):
+        raise ValueError(f"key_padding_mask must be a (B, Lk) = ({b}, {k.shape[2]}) bool tensor (True = a real token)")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    scale = d**-0.5 if scale is None else float(scale)
+    if transform == "sparsegen_lin" and lam is not None:
+        if not isinstance(lam, Tensor) and not (math.isfinite(lam) and lam < 1):
+            raise ValueError(f"lam must be finite and < 1, got {lam}")
+        param = 1.0 / (1.0 - _per_head(lam, "lam", 0.0, h, q))  # the scale 1 / (1 - lam), with autograd
+    elif transform == "entmax_bisect":
+        if not isinstance(alpha, Tensor) and alpha is not None and not (math.isfinite(alpha) and alpha > 1):
+            raise ValueError(f"alpha must be finite and > 1, got {alpha}")
+        param = _per_head(alpha, "alpha", 1.5, h, q)
+    else:
+        param = torch.ones(h, dtype=torch.float32, device=q.device)
+    if kernel not in ("auto", "triton", "torch"):
+        raise ValueError(f"kernel must be auto, triton or torch, got {kernel!r}")
+    if kernel == "torch":
+        return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p), Route("torch")
+    why = unsupported(q, k, transform)
+    if why is not None:
+        if kernel == "triton":
+            warn_once(f"kernels: {why}", f"ssaf.kernels: the fused kernel does not serve {why}; the torch path runs")
+        return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p), Route("torch", why)
+    failure, cause = None, None
+    if (str(q.device), transform, q.dtype) not in _checked:
+        failure = self_check(q, k, transform, param, scale)
+        if failure is None:
+            _checked.add((str(q.device), transform, q.dtype))
+    if failure is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else 0  # CPU generator: no sync
+        try:
+            out = _SparseAttention.apply(q, k, v, param, key_padding_mask, transform, scale, dropout_p, seed)
+            return out, Route("fused")
+        except torch.cuda.OutOfMemoryError:
+            raise  # the torch path needs more memory, not a broken kernel: the caller's to handle
+        except Exception as e:  # a compile error, resources the card lacks, a launch failure: any of Triton's
+            failure, cause = f"{_shape(q, k)}: failed with {_error(e)}", e
+    if kernel == "triton":
+        message = f"ssaf.kernels: the fused {transform} kernel on {_where(q.device)}, {failure}"
+        raise KernelError(
+            f"{message}; attn.kernel=auto falls back to the torch path there, attn.kernel=torch always uses it"
+        ) from cause
+    return _decline(q, k, v, transform, param, key_padding_mask, scale, dropout_p, failure), Route(
+        "torch", _declined[str(q.device)]
+    )
 
 
 def sparse_attention(
@@ -97,43 +202,98 @@ def sparse_attention(
         scale: the score scale (default 1 / sqrt(D)).
         dropout_p: attention dropout on the probabilities (training); the same distribution as
             ``torch.nn.functional.dropout`` on them, different random numbers.
-        kernel: ``auto`` (fused where it serves the inputs, else torch), ``triton`` (fused, else a
-            warning and torch), ``torch``.
+        kernel: ``auto`` (fused where it serves the inputs, else torch; on a device where the kernel
+            fails or disagrees with the torch path, a warning and torch), ``triton`` (fused, else a
+            warning and torch; ``KernelError`` where it fails or disagrees), ``torch``.
 
     A fully masked row gives zeros; a row with a NaN or +inf score gives NaN (as ``ssaf.transforms``).
     """
-    if transform not in TRANSFORMS:
-        raise ValueError(f"unknown transform {transform!r}; the kernels serve {', '.join(TRANSFORMS)}")
-    if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q, k, v must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); got {tuple(q.shape)}, "
-            f"{tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    b, h, _, d = q.shape
-    if key_padding_mask is not None and (
-        key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (b, k.shape[2])
-    ):
-        raise ValueError(f"key_padding_mask must be a (B, Lk) = ({b}, {k.shape[2]}) bool tensor (True = a real token)")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    scale = d**-0.5 if scale is None else float(scale)
-    if transform == "sparsegen_lin" and lam is not None:
-        if not isinstance(lam, Tensor) and not (math.isfinite(lam) and lam < 1):
-            raise ValueError(f"lam must be finite and < 1, got {lam}")
-        param = 1.0 / (1.0 - _per_head(lam, "lam", 0.0, h, q))  # the scale 1 / (1 - lam), with autograd
-    elif transform == "entmax_bisect":
-        if not isinstance(alpha, Tensor) and alpha is not None and not (math.isfinite(alpha) and alpha > 1):
-            raise ValueError(f"alpha must be finite and > 1, got {alpha}")
-        param = _per_head(alpha, "alpha", 1.5, h, q)
-    else:
-        param = torch.ones(h, dtype=torch.float32, device=q.device)
-    why = None if kernel == "torch" else unsupported(q, k, transform)
-    if kernel == "torch" or why is not None:
-        if kernel == "triton" and why is not None:
-            warn_once(f"kernels: {why}", f"ssaf.kernels: the fused kernel does not serve {why}; the torch path runs")
-        return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p)
-    seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else 0  # CPU generator: no device sync
-    return _SparseAttention.apply(q, k, v, param, key_padding_mask, transform, scale, dropout_p, seed)
+    return dispatch(
+        q, k, v, transform, lam=lam, alpha=alpha, key_padding_mask=key_padding_mask, scale=scale,
+        dropout_p=dropout_p, kernel=kernel,
+    )[0]  # fmt: skip
+
+
+def _where(device: torch.device) -> str:
+    """The device in words: its name and compute capability (the interpreter on CPU)."""
+    if device.type != "cuda":
+        return f"{device} (Triton's interpreter)"
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{device} ({torch.cuda.get_device_name(device)}, compute capability {major}.{minor})"
+
+
+def _shape(q: Tensor, k: Tensor) -> str:
+    return f"q {tuple(q.shape)}, {k.shape[-2]} keys, {str(q.dtype).removeprefix('torch.')}"
+
+
+def _error(e: BaseException) -> str:
+    """An exception on one line (Triton's compile errors run to pages): its type and first line."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first[:300]}"
+
+
+def _decline(
+    q: Tensor, k: Tensor, v: Tensor, transform: str, param: Tensor, key_padding_mask: Tensor | None, scale: float,
+    dropout_p: float, failure: str,
+) -> Tensor:  # fmt: skip
+    """The fused kernel failed on this device (``auto``): a warning, once; the kernel declined on the device
+    for the rest of the process (``unsupported`` says so from now on); this call on the torch path."""
+    where = _where(q.device)
+    _declined[str(q.device)] = f"the fused kernel is declined on {where} ({transform}, {failure})"
+    warn_once(
+        f"kernels: declined {q.device}",
+        f"ssaf.kernels: the fused {transform} kernel on {where}, {failure}; the torch path runs on this device "
+        "from now on",
+    )
+    return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p)
+
+
+def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float) -> str | None:
+    """Whether the fused kernel computes the torch path's attention on ``q``'s device: None if so, else what
+    failed or disagreed (one line).
+
+    The problem: for the transform, dtype, head dim and key bucket of the call (q (B, H, Lq, D), k (..., Lk,
+    D)), one head's parameter, two sequences of up to 16 queries and Lk keys (random, seeded, from a private
+    generator: the caller's random stream is untouched), the first padded from the middle, the second fully
+    masked (zeros), dropout off. The kernel's output and the gradients of q, k, v (and lam / alpha) of a
+    random upstream gradient must equal the float64 torch path's on the same (dtype-rounded) inputs within
+    ``CHECK_TOL``.
+    Autocast is off inside it: the reference is float64.
+    """
+    lk, d = k.shape[-2], q.shape[-1]
+    wrt = 4 if transform in ("sparsegen_lin", "entmax_bisect") else 3  # q, k, v (and lam / alpha)
+    try:
+        # The call may come from an evaluation (no_grad, inference mode: every tensor made in it, even a
+        # clone, is one autograd refuses) or a mixed-precision step (autocast).
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
+            g = torch.Generator().manual_seed(0)
+            n = (min(q.shape[-2], BLOCK_M), lk, lk)
+            exact = [torch.randn(2, 1, m, d, generator=g, dtype=torch.float64) for m in n]
+            upstream = torch.randn(exact[0].shape, generator=g, dtype=torch.float64).to(q.dtype)
+            kpm = torch.ones(2, lk, dtype=torch.bool)
+            kpm[0, max(1, lk // 2) :] = False  # padding
+            kpm[1] = False  # a fully masked sequence
+            rounded = [t.to(q.dtype) for t in exact]  # the inputs the kernel sees, and the reference in float64
+            rounded.append(param.detach()[:1].clone())  # one head's parameter (fp32)
+            fused = [t.to(q.device).requires_grad_(i < wrt) for i, t in enumerate(rounded)]
+            out = _SparseAttention.apply(*fused, kpm.to(q.device), transform, scale, 0.0, 0)
+            got = [out, *torch.autograd.grad(out, fused[:wrt], upstream.to(q.device))]
+            oracle = [t.double().requires_grad_(i < wrt) for i, t in enumerate(rounded)]
+            ref = reference(oracle[0], oracle[1], oracle[2], transform, oracle[3], kpm, scale, 0.0)
+            expected = [ref, *torch.autograd.grad(ref, oracle[:wrt], upstream.double())]
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as e:
+        return f"{_shape(q, k)}: the self-check failed with {_error(e)}"
+    tol = CHECK_TOL[q.dtype]
+    for name, fast, exact64 in zip(("output", "dq", "dk", "dv", "d lam / alpha"), got, expected, strict=False):
+        a = fast.detach().double().cpu()
+        if not torch.allclose(a, exact64, atol=tol, rtol=tol):
+            err = (a - exact64).abs().nan_to_num(float("inf")).max().item()
+            return (
+                f"{_shape(q, k)}: the self-check's {name} is {err:.3g} from the float64 torch path (tolerance {tol:g})"
+            )
+    return None
 
 
 def reference(
