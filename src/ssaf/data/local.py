@@ -26,17 +26,55 @@ log = logging.getLogger(__name__)
 Row = tuple[str, str | None, str]  # text_a, text_b, label name
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open plain or gzip-compressed UTF-8 text."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+NOT_UTF8_FIX = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8) or point data.dir elsewhere"
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _decode(path: Path, line: int, raw: bytes) -> str:
+    """One line as text: a DataError naming file, line and column for a byte that is not UTF-8, or for the
+    NUL byte of a binary file (valid UTF-8, so a decoder alone lets a binary file through)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _malformed(
+            path, line, f"byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; {NOT_UTF8_FIX}"
+        ) from None
+    if "\x00" in text:
+        raise _malformed(path, line, "contains a NUL byte: this is a binary file, not text; point at the text file")
+    return text
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a plain or gzip-compressed UTF-8 file (line endings kept).
+
+    Each line is decoded on its own, so an invalid byte is reported with its line, not as a position in
+    an 8 KB read buffer; an unreadable or corrupt gzip file is a DataError naming the file.
+    """
+    try:
+        with _open_bytes(path) as f:
+            for line, raw in enumerate(f, start=1):
+                yield line, _decode(path, line, raw)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a truncated gzip ends in EOFError
+        raise DataError(f"{path}: cannot be read ({e}); expected UTF-8 text (plain, or gzip if named *.gz)") from e
+
+
+def read_text(path: Path) -> str:
+    """A whole plain or gzip-compressed UTF-8 file (for JSON documents), with text_lines' errors."""
+    return "".join(text for _, text in text_lines(path))
 
 
 def _tsv(path: Path) -> Iterator[tuple[int, list[str]]]:
     # GLUE TSVs are not CSV-quoted: about 3% of MNLI rows contain '"', and default quoting merges rows.
-    with open_text(path) as f:
-        yield from enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1)
+    # Without quoting a row is one line, so the line numbers are text_lines'.
+    for line, text in text_lines(path):
+        try:
+            row = next(csv.reader([text.rstrip("\r\n")], delimiter="\t", quoting=csv.QUOTE_NONE), [])
+        except csv.Error as e:  # a lone carriage return inside the line
+            raise _malformed(path, line, f"{e}; expected one row per line") from e
+        yield line, row
 
 
 def _malformed(path: Path, line: int, why: str) -> DataError:
@@ -81,28 +119,32 @@ def read_glue_pair(path: Path) -> Iterator[Row]:
 
 def read_jsonl_pair(path: Path) -> Iterator[Row]:
     """JSON lines with ``premise``, ``hypothesis`` and a string ``label``."""
-    with open_text(path) as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-                yield obj["premise"], obj["hypothesis"], str(obj["label"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise _malformed(path, line, f"expected JSON with premise, hypothesis, label ({e})") from e
+    for line, text in text_lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+            row = obj["premise"], obj["hypothesis"], str(obj["label"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise _malformed(path, line, f"expected JSON with premise, hypothesis, label ({e})") from e
+        yield row
 
 
 def read_stsa(labels: tuple[str, ...]) -> Callable[[Path], Iterator[Row]]:
     """SST ``stsa.*`` files: ``<label index> <sentence>`` per line, indices in the order of ``labels``
     (binary: 0 negative, 1 positive; fine: 0 very negative ... 4 very positive, as the files define them)."""
 
+    # By the exact strings "0", "1", ...: str.isdigit() accepts "²" and int() then fails on it.
+    by_index = {str(i): name for i, name in enumerate(labels)}
+
     def read(path: Path) -> Iterator[Row]:
-        with open_text(path) as f:
-            for line, text in enumerate(f, start=1):
-                parts = text.rstrip("\n").split(" ", 1)
-                if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) >= len(labels):
-                    raise _malformed(path, line, f"expected '<label 0-{len(labels) - 1}> <sentence>'")
-                yield parts[1], None, labels[int(parts[0])]
+        for line, text in text_lines(path):
+            parts = text.rstrip("\r\n").split(" ", 1)
+            if len(parts) != 2 or parts[0] not in by_index:
+                raise _malformed(
+                    path, line, f"expected '<label 0-{len(labels) - 1}> <sentence>', got {text.rstrip()[:40]!r}"
+                )
+            yield parts[1], None, by_index[parts[0]]
 
     return read
 
@@ -141,11 +183,10 @@ def read_pos_neg_dir(path: Path) -> Iterator[Row]:
         file = path / name
         if not file.exists():
             raise DataError(f"{file} is missing: a SenTube split folder holds pos.txt and neg.txt")
-        with open_text(file) as f:
-            for text in f:
-                text = text.replace("\ufeff", "").strip()
-                if text:
-                    yield text, None, label
+        for _, text in text_lines(file):
+            text = text.replace("\ufeff", "").strip()
+            if text:
+                yield text, None, label
 
 
 @dataclass(frozen=True)
