@@ -119,7 +119,14 @@ def check_environment(s: RunSettings) -> None:
 
 
 # What a model folder holds, as save_pretrained writes it (any one file of each kind will do).
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
