@@ -93,6 +93,13 @@ def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "82.00 ± 2.83" in html
     assert "![metric_vs_param](metric_vs_param.png)" in (out / "report.md").read_text()
+    # report.html is report.md rendered: real tables (no Markdown pipes in a <pre>), every heading kept
+    assert "<pre>" not in html and "|---|" not in html and "| sst2 |" not in html
+    assert html.count("<table>") == 2 and "<h2>Task x attention</h2>" in html and "<h2>Every group</h2>" in html
+    assert html.count("<td>82.00 ± 2.83</td>") == 1 and html.count("<td>82.00 ± 2.83 (2)</td>") == 1
+    assert html.count("<tr>") == 1 + 1 + 1 + 3  # header + row of the grid, header + a row per group
+    assert "<li><code>" in html and "loss is nan at step 3</li>" in html  # the runs without results, a list
+    assert "table { border-collapse: collapse; width: 100%" in html  # fits the page (checked by eye, too)
 
 
 def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_path):
