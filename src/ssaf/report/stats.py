@@ -79,6 +79,10 @@ def softmax_baselines(groups: list[Group]) -> dict[Setting, Group]:
     return {g.setting: g for g in groups if g.attn == "softmax"}
 
 
+# How the table and the vs-softmax plot name a comparison with one seed on either side (no std: no claim).
+UNTESTED = "untested: < 2 seeds"
+
+
 def difference(g: Group, base: Group, split: str | None = None) -> tuple[float, float, int] | None:
     """(``g``'s mean minus ``base``'s, the significance threshold 2 x the larger std, the fewer seeds of the two)
     on ``split``, in the metric's own units; None when either side has no result. The threshold is NaN when
