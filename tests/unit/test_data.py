@@ -143,10 +143,29 @@ def test_malformed_row_names_file_and_line(tmp_path):
         load_task_data(task("sst2"), "local", str(tmp_path), ("validation",))
 
 
-def test_unknown_label_names_the_row_and_the_valid_labels(tmp_path):
+def test_unknown_label_names_the_line_and_the_valid_labels(tmp_path):
     write(tmp_path / "scitail/scitail_1.0_test.tsv", "a\tb\tentails\nc\td\tcontradiction\n")
-    with pytest.raises(DataError, match=r"row 2: unknown label 'contradiction'.*entails"):
+    with pytest.raises(DataError, match=r"scitail_1.0_test.tsv:2: unknown label 'contradiction'.*entails"):
         load_task_data(task("scitail"), "local", str(tmp_path), ("test",))
+
+
+@pytest.mark.parametrize(
+    "name,split,rel,text,line",
+    [
+        # the header is line 1: the second data row is line 3 (it was named "row 2")
+        ("mnli", "train", "mnli/train.tsv", MNLI_TRAIN_HEADER + mnli_row(0, "a", "b", "neutral")
+         + mnli_row(1, "c", "d", "contradicts"), 3),
+        # blank lines are skipped but counted
+        ("mnli", "validation_matched", "mnli/dev_matched.jsonl",
+         '{"premise": "a", "hypothesis": "b", "label": "neutral"}\n\n{"premise": "c", "hypothesis": "d", "label": 7}\n',
+         3),
+    ],
+    ids=["tsv with a header", "json lines with a blank line"],
+)  # fmt: skip
+def test_unknown_label_names_the_line_an_editor_shows(tmp_path, name, split, rel, text, line):
+    write(tmp_path / rel, text)
+    with pytest.raises(DataError, match=rf"{rel}:{line}: unknown label"):
+        load_task_data(task(name), "local", str(tmp_path), (split,))
 
 
 def test_empty_split_is_an_error(tmp_path):
