@@ -2,8 +2,9 @@
 
 Hydra composes the config against the schema of ``ssaf.settings`` (types, unknown keys); here it becomes
 those objects (their ``__post_init__`` checks ranges) and the checks that span groups run: sequence length
-against the model, local data without a folder, precision without a GPU, W&B online without a key or a
-server. Each error names the key, the value and the fix. Imports no torch and no transformers.
+against the model, local data without a folder, a model folder that is missing or holds no model,
+precision without a GPU, W&B online without a key or a server. Each error names the key, the value and
+the fix. Imports no torch and no transformers.
 """
 
 from __future__ import annotations
@@ -113,7 +114,68 @@ def check_data(d: DataSettings) -> None:
 def check_environment(s: RunSettings) -> None:
     """What the settings need from this machine, checked before anything heavy loads (the settings alone
     are valid anywhere: :func:`settings` checks those)."""
+    check_model_source(s.model.source, s.model.pretrained)
     check_hub_offline(s.model.source, s.data.source, s.task.hub.path if s.task.hub else None)
+
+
+# What a model folder holds, as save_pretrained writes it (any one file of each kind will do).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+MODEL_SOURCE_FIX = (
+    "point model.source at a folder written by model.save_pretrained(...) and tokenizer.save_pretrained(...), "
+    "use model=minilm (packaged with ssaf), or a hub id such as bert-base-uncased"
+)
+
+
+def looks_like_path(source: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; ``/x``, ``./x``, ``../x``, ``~/x`` or ``a/b/c`` can only be a path
+    (transformers would call it an invalid repo id)."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def check_model_source(source: str, pretrained: bool) -> None:
+    """A packaged model's package is installed; a local folder exists and holds a config, a tokenizer and
+    (``pretrained``) weights. A hub id is left to :func:`check_hub_offline` and to transformers."""
+    if source.startswith("packaged:"):
+        module = source.removeprefix("packaged:")
+        if not module or importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"model.source={source}: the package {module!r} is not installed; install ssaf with its "
+                f"dependencies (pip install -e .), or {MODEL_SOURCE_FIX}"
+            )
+        return
+    path = Path(source)
+    if not path.exists():
+        if looks_like_path(source):
+            hint = " (~ is not expanded here: write the full path)" if source.startswith("~") else ""
+            raise ConfigError(f"model.source={source}: no such folder: {path.absolute()}{hint}; {MODEL_SOURCE_FIX}")
+        return  # a hub id
+    if not path.is_dir():
+        raise ConfigError(f"model.source={source}: {path.absolute()} is a file, not a model folder; {MODEL_SOURCE_FIX}")
+    names = sorted(p.name for p in path.iterdir())
+    missing = [] if "config.json" in names else ["config.json"]
+    if not any(n in names for n in TOKENIZER_FILES):
+        missing.append(f"a tokenizer ({' or '.join(TOKENIZER_FILES)})")
+    if pretrained and not any(n in names for n in WEIGHT_FILES):
+        missing.append("weights (model.safetensors or pytorch_model.bin; model.pretrained=false needs none)")
+    if missing:
+        found = ", ".join(names[:12]) + (f", ... ({len(names)} entries)" if len(names) > 12 else "") or "nothing"
+        raise ConfigError(
+            f"model.source={source}: the folder {path.absolute()} is not a model: it lacks {'; '.join(missing)}. "
+            f"Found there: {found}. {MODEL_SOURCE_FIX[0].upper()}{MODEL_SOURCE_FIX[1:]}"
+        )
 
 
 def check_hub_offline(model_source: str, data_source: str, hub_dataset: str | None) -> None:

@@ -2,9 +2,10 @@
 
 transformers logs through its own handler to stderr; here its records go through Hydra's handlers instead
 (the console and train.log), and the console drops the messages that appear on every run and mean nothing
-to act on: the load report of a freshly initialised task head (expected when fine-tuning), the
-"mtime may not be reliable" note. Progress bars are drawn only on a terminal: redirected into a file they
-leave escape codes and interleave with the metric lines.
+to act on: the load report of a freshly initialised task head and of the pre-training parts it leaves
+unused (expected when fine-tuning), the "mtime may not be reliable" note. Progress bars (datasets' maps,
+transformers' "Loading weights") are drawn only when both stdout and stderr are a terminal: redirected
+into a file they leave escape codes and interleave with the metric lines.
 """
 
 from __future__ import annotations
@@ -14,27 +15,45 @@ import re
 import sys
 
 HEAD_PREFIXES = ("classifier.", "qa_outputs.", "pre_classifier.", "score.", "head.")  # the new task heads
+# Parts of a pre-training checkpoint that a fine-tuning head leaves unused: the pooler (question answering
+# reads token states), the masked-LM and next-sentence heads (bert-base-uncased, RoBERTa's lm_head).
+UNUSED_PREFIXES = ("pooler.", "cls.predictions.", "cls.seq_relationship.", "lm_head.")
 ROUTINE = ("mtime may not be reliable",)
 
 
 def routine(message: str) -> bool:
-    """A message that appears on every run and asks for nothing."""
+    """A message that appears on every run and asks for nothing: among them transformers' load report when
+    all it lists is a new task head (MISSING) and pre-training parts the head does not use (UNEXPECTED)."""
     if any(text in message for text in ROUTINE):
         return True
     if "LOAD REPORT" in message:
         rows = [line for line in message.splitlines() if "|" in line and not line.lstrip().startswith(("Key", "-"))]
         keys = [re.split(r"\s*\|\s*", row.strip()) for row in rows]
-        return bool(keys) and all(k[0].startswith(HEAD_PREFIXES) and "MISSING" in k[1:2] for k in keys if k[0])
+        return bool(keys) and all(expected_difference(k[0], k[1] if len(k) > 1 else "") for k in keys if k[0])
     return False
+
+
+def expected_difference(key: str, status: str) -> bool:
+    """A load-report row that fine-tuning a pre-trained encoder always produces."""
+    return (status == "MISSING" and key.startswith(HEAD_PREFIXES)) or (
+        status == "UNEXPECTED" and key.startswith(UNUSED_PREFIXES)
+    )
+
+
+# A log record with this attribute set (``extra={FILE_ONLY: True}``) goes to train.log, not the console:
+# text the console already shows, printed as it is.
+FILE_ONLY = "ssaf_file_only"
 
 
 class ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not routine(record.getMessage())
+        return not getattr(record, FILE_ONLY, False) and not routine(record.getMessage())
 
 
 def interactive() -> bool:
-    return sys.stderr.isatty()
+    """Both output streams are a terminal: with either redirected (``> train.out``, ``| tee``, nohup, a job
+    scheduler), progress bars would land in a file or between the lines of one."""
+    return sys.stderr.isatty() and sys.stdout.isatty()
 
 
 def quiet_libraries() -> None:

@@ -22,9 +22,19 @@ from transformers import set_seed
 from ssaf import keys
 from ssaf.attention import attention_routes, learned_values
 from ssaf.config import ConfigError, RunSettings, check_environment, settings
+from ssaf.console import FILE_ONLY
 from ssaf.models import build_model
 from ssaf.prepare import PREPARE, Prepared
-from ssaf.summary import AttentionInfo, Budget, DataInfo, RunSummary, Timing, write_json, write_summary
+from ssaf.summary import (
+    AttentionInfo,
+    Budget,
+    DataInfo,
+    RunSummary,
+    Timing,
+    percent_scale,
+    write_json,
+    write_summary,
+)
 from ssaf.tracking import Tracker, TrackingCallback, run_info, start_tracker
 from ssaf.training import SsafTrainer, TrainingClock, last_complete_checkpoint, training_arguments
 from ssaf.viz import heatmap_figure
@@ -88,7 +98,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
     )
     r = Run(s, work_dir, data, trainer, None, identity(s, work_dir, data))
     if r.main:
-        info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint)
+        info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint, data.answer_checks)
         write_json(work_dir / "run_info.json", info)
         write_summary(work_dir, r.summary)
         r.tracker = start_tracker(
@@ -156,6 +166,7 @@ def finish(
     runtime = sum(segments)
     batch = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size
     best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
+    kept = r.s.trainer.keep_checkpoints  # else checkpoints/ is deleted below: name only what remains
     summary = replace(
         r.summary,
         status="completed",
@@ -163,8 +174,9 @@ def finish(
         best={
             "metric": selection_metric(r.s),
             "value": state.best_metric,
-            "checkpoint": state.best_model_checkpoint,
             "step": best_step,
+            "model": str(r.work_dir / "model"),  # the selected step's weights (loaded at the end, then saved)
+            "checkpoint": state.best_model_checkpoint if kept else None,
         },
         attention={k: v.summary() for k, v in trainer.attention_stats.items()},
         learned=learned_values(trainer.model),  # type: ignore[arg-type]
@@ -195,7 +207,9 @@ def finish(
         if r.tracker is not None:
             log_prediction_table(r.tracker, trainer)
             r.tracker.finish(final)
-        print(summary_table(summary))
+        table = summary_table(summary)
+        print(table)
+        log.info("run summary:\n%s", table, extra={FILE_ONLY: True})  # train.log; the console has it printed
     return summary
 
 
@@ -299,15 +313,21 @@ def log_prediction_table(tracker: Tracker, trainer: Any, n: int = 20) -> None:
 
 
 def summary_table(summary: RunSummary) -> str:
+    """The console's (and train.log's) summary of a completed run; metrics in percent whatever the task."""
     metrics = ("accuracy", "macro_f1") if summary.kind == "classification" else ("exact_match", "f1")
     data = summary.data.source if summary.data else "?"
     head = f"{summary.task} | attn={summary.attn.label} | model={summary.model} | seed={summary.seed} | data={data}"
-    rows = ["", head, f"{'split':<24} {metrics[0]:>11} {metrics[1]:>9} {'zeros':>7} {'support':>8} {'entropy':>8}"]
+    scale = percent_scale(summary.kind)
+    rows = [
+        "",
+        head,
+        f"{'split':<24} {metrics[0] + ' %':>13} {metrics[1] + ' %':>11} {'zeros':>7} {'support':>8} {'entropy':>8}",
+    ]
     nan = float("nan")
     for split in summary.all_splits:
         f = {k.removeprefix(keys.metric(split, "")): v for k, v in summary.final.items()}
         rows.append(
-            f"{split:<24} {f.get(metrics[0], nan):>11.4f} {f.get(metrics[1], nan):>9.4f} "
+            f"{split:<24} {f.get(metrics[0], nan) * scale:>13.2f} {f.get(metrics[1], nan) * scale:>11.2f} "
             f"{f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
             f"{f.get('attn_entropy', nan):>8.3f}"
         )
@@ -318,10 +338,9 @@ def summary_table(summary: RunSummary) -> str:
     if summary.routes is not None:
         rows.append(f"attention (kernel={summary.attn.kernel}): {summary.routes.label}")
     best = summary.best
-    if best.get("checkpoint"):
-        rows.append(
-            f"selected: {Path(best['checkpoint']).name} (step {best['step']}), {best['metric']} = {best['value']:.4f}"
-        )
+    if best.get("step") is not None:
+        value = best["value"] * scale  # the headline metric: the scale of the columns above
+        rows.append(f"selected: step {best['step']}, {best['metric']} = {value:.2f} %; its model: {best['model']}")
     if t.final_eval_reused:
         tests = f"; test splits {t.final_eval_runtime_s:.0f} s" if summary.test_splits else ""
         rows.append(f"final evaluation: the step-{best.get('step')} evaluation (the selected checkpoint) reused{tests}")

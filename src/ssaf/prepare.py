@@ -27,8 +27,10 @@ class Prepared:
     origin: dict[str, str]
     sizes: dict[str, int]
     fingerprint: str  # the data itself (see ssaf.data.load.fingerprint)
-    dropped: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # split -> rows without a gold label, dropped
     tests: dict[str, datasets.Dataset] = field(default_factory=dict)  # evaluated once, on the selected model
+    # QA: split -> what reading checked (ssaf.data.squad.SquadReport.as_dict: questions, kept, repaired, dropped)
+    answer_checks: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
@@ -67,12 +69,13 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         )
     if s.task.test_splits:
         raise ValueError(f"task {s.task.name}: test splits are not supported for QA yet; set task.test_splits=[]")
-    origin, sizes, dropped, examples, versions = {}, {}, {}, {}, {}
+    origin, sizes, dropped, checks, examples, versions = {}, {}, {}, {}, {}, {}
     for split in (s.task.train_split, *s.task.eval_splits):
         ds, report, where, versions[split] = load_squad_split(source, s.data.dir, split, s.task.hub)
         train = split == s.task.train_split
         ds = cap_split(ds, t.max_train_samples if train else t.max_eval_samples, s.seed if train else None, split)
-        examples[split], origin[split], sizes[split], dropped[split] = ds, where, len(ds), report.as_dict()
+        examples[split], origin[split], sizes[split] = ds, where, len(ds)
+        checks[split], dropped[split] = report.as_dict(), len(report.no_answer)  # no gold answer: dropped
     train = tokenize_squad(examples[s.task.train_split], tokenizer, t.max_seq_length, stride, train=True)
     evals = {
         k: tokenize_squad(examples[k], tokenizer, t.max_seq_length, stride, train=False) for k in s.task.eval_splits
@@ -94,6 +97,7 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         sizes={**sizes, "train_windows": len(train), **{f"{k}_windows": len(v) for k, v in evals.items()}},
         fingerprint=fingerprint(source, versions),
         dropped=dropped,
+        answer_checks=checks,
     )
 
 

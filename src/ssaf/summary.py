@@ -197,6 +197,12 @@ class RunSummary:
             raise ValueError(f"metrics.json does not match the schema: {e}") from e
 
 
+def percent_scale(kind: str) -> float:
+    """The factor that puts a task kind's metrics on one 0-100 scale: classification metrics are fractions
+    (accuracy 0.91), question answering's are the official SQuAD script's percentages already (f1 88.5)."""
+    return 1.0 if kind == "qa" else 100.0
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON atomically: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

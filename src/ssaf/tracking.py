@@ -201,8 +201,15 @@ def git_sha() -> str | None:
 
 
 def run_info(
-    data_source: str, data_origin: dict[str, str], sizes: dict[str, int], dropped: dict[str, Any], fingerprint: str
+    data_source: str,
+    data_origin: dict[str, str],
+    sizes: dict[str, int],
+    dropped: dict[str, int],
+    fingerprint: str,
+    answer_checks: dict[str, dict[str, int]] | None = None,
 ) -> dict:
+    """What ran where on what data: ``dropped`` counts each split's rows without a gold label;
+    ``answer_checks`` (QA) what reading checked, repaired and dropped per split."""
     packages = ["torch", "transformers", "datasets", "evaluate", "hydra-core", "wandb", "accelerate", "ssaf"]
     versions: dict[str, str | None] = {}
     for p in packages:
@@ -223,6 +230,7 @@ def run_info(
             "origin": data_origin,
             "sizes": sizes,
             "dropped_without_gold": dropped,
+            **({"answer_checks": answer_checks} if answer_checks else {}),
         },
         "command": " ".join(sys.argv),
     }

@@ -140,7 +140,9 @@ def side_by_side_figure(
 
 def zero_fraction_figure(probs: list[np.ndarray], names: list[str]) -> Any:
     """Compact summary: fraction of exact zeros per layer x head for each model."""
-    fig, axes = plt.subplots(1, len(probs), figsize=(4.2 * len(probs), 3.4), squeeze=False)
+    # constrained layout makes room for the colorbar beside the panels; added to the default layout, it
+    # was laid over the right-hand panel's title
+    fig, axes = plt.subplots(1, len(probs), figsize=(4.2 * len(probs) + 1, 3.4), squeeze=False, layout="constrained")
     im = None
     for ax, p, name in zip(axes[0], probs, names, strict=True):
         z = (p == 0).mean(axis=(2, 3))  # (layers, heads)
@@ -152,5 +154,5 @@ def zero_fraction_figure(probs: list[np.ndarray], names: list[str]) -> Any:
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
     if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8)
+        fig.colorbar(im, ax=axes, shrink=0.8, label="fraction of exact zeros")
     return fig

@@ -73,6 +73,26 @@ def test_the_check_command_reports_on_local_runs(wandb_runs, capsys):
     assert "not logged by any run: history eval_validation/attn_zero_fraction/layer2" in capsys.readouterr().out
 
 
+def test_the_check_asks_only_for_keys_the_runs_found_could_log(wandb_runs, capsys):
+    # One learned_alpha run of sst5, no --tasks: no learned_lam key (it learns no lam), no other task's keys.
+    assert main(["--check", str(wandb_runs / "learned_alpha"), "--layers", "2"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 run(s) under" in out and "tasks: sst5; attention: learned_alpha" in out
+    assert "learned_lam / learned_alpha keys not checked" in out and "not logged" not in out
+    # learned_alpha's own keys are still checked: a third layer was never logged
+    assert main(["--check", str(wandb_runs / "learned_alpha"), "--layers", "3"]) == 1
+    assert "not logged by any run: history learned_alpha/layer2/head\\d+" in capsys.readouterr().out
+
+
+def test_the_check_with_no_runs_says_so_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "outputs" / "2026-12-05_10-00-00").mkdir(parents=True)  # a run folder of logger=none
+    assert main(["--check", str(tmp_path / "outputs")]) == 2
+    err = capsys.readouterr().err
+    assert f"no W&B runs under {tmp_path / 'outputs'}: nothing to check" in err and "logger=wandb" in err
+    assert main(["--check", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+
+
 def test_dry_run_prints_the_view_and_sends_nothing(capsys, monkeypatch):
     import socket
 

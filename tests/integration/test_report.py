@@ -93,6 +93,13 @@ def test_compare_aggregates_seeds_and_lists_runs_without_results(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "82.00 ± 2.83" in html
     assert "![metric_vs_param](metric_vs_param.png)" in (out / "report.md").read_text()
+    # report.html is report.md rendered: real tables (no Markdown pipes in a <pre>), every heading kept
+    assert "<pre>" not in html and "|---|" not in html and "| sst2 |" not in html
+    assert html.count("<table>") == 2 and "<h2>Task x attention</h2>" in html and "<h2>Every group</h2>" in html
+    assert html.count("<td>82.00 ± 2.83</td>") == 1 and html.count("<td>82.00 ± 2.83 (2)</td>") == 1
+    assert html.count("<tr>") == 1 + 1 + 1 + 3  # header + row of the grid, header + a row per group
+    assert "<li><code>" in html and "loss is nan at step 3</li>" in html  # the runs without results, a list
+    assert "table { border-collapse: collapse; width: 100%" in html  # fits the page (checked by eye, too)
 
 
 def test_compare_marks_differences_beyond_two_std_and_keeps_setups_apart(tmp_path):
@@ -160,7 +167,7 @@ def test_every_evaluation_split_gets_its_own_row(tmp_path):
     assert "| sparse | -2.0 | test accuracy | - | 0 | - | - |" in table
     groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
     assert best_param(groups, "sparse") == -2.0  # chosen on the dev split (90 > 81), not on test
-    diffs = {name: (round(d, 6), round(half, 6), n) for name, d, half, n in differences(groups)}
+    diffs = {name: (round(d, 6), round(half, 6), min(n, nb)) for name, d, half, n, nb in differences(groups)}
     assert diffs["semeval sparse -1, test"] == (10.0, round(2 * 100 * 0.0002**0.5, 6), 2)  # 2 x std of 0.70, 0.72
     assert diffs["semeval sparse -2, validation"][::2] == (10.0, 1) and math.isnan(
         diffs["semeval sparse -2, validation"][1]
@@ -168,7 +175,61 @@ def test_every_evaluation_split_gets_its_own_row(tmp_path):
     assert "semeval sparse -2, test" not in diffs  # no test result, no bar
     fake_run(runs, "softmax3", "softmax", 0.0, 3, 0.80, task="semeval")  # 3 softmax seeds vs 1 sparse -2 seed
     groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
-    assert math.isnan(next(half for name, _, half, _ in differences(groups) if name == "semeval sparse -2, validation"))
+    row = next(r for r in differences(groups) if r[0] == "semeval sparse -2, validation")
+    assert math.isnan(row[2]) and row[3:] == (1, 3)  # untested, and the plot can say 1 seed against 3
+
+
+def test_the_plots_say_what_they_show(tmp_path, monkeypatch):
+    """Checked by eye as well; here what a test can see: integer layer ticks, opaque curves with softmax on
+    top and in its legend colour, seed counts per group against softmax's, error bars named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ssaf.report import plots
+
+    runs = tmp_path / "runs"
+    for seed in (1, 2, 3):
+        fake_run(runs, f"sparse{seed}", "sparse", -2.0, seed, 0.80 + seed / 100)
+    fake_run(runs, "soft", "softmax", 0.0, 1, 0.85)  # one softmax seed: every comparison is untested
+    groups = group_runs([load_run(d) for d in find_run_dirs([runs])])
+    figs = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.setdefault(path.stem, fig) and path)
+    for plot in plots.PLOTS:
+        plot(groups, tmp_path)
+    layer_ax = figs["sparsity_by_layer"].axes[0]
+    lo, hi = layer_ax.get_xlim()
+    assert [t for t in layer_ax.get_xticks() if lo <= t <= hi] == [0, 1]  # two layers, no 0.2 ticks
+    curves = figs["training_curves"].axes[0]
+    assert all(line.get_alpha() in (None, 1) for line in curves.lines)  # translucent lines blend colours
+    soft = [line for line in curves.lines if line.get_color() == "black"]
+    assert len(soft) == 1 and soft[0].get_zorder() > max(li.get_zorder() for li in curves.lines if li not in soft)
+    legend = {
+        t.get_text(): h.get_color()
+        for t, h in zip(curves.get_legend().texts, curves.get_legend().legend_handles, strict=True)
+    }
+    assert legend == {"sst2 softmax": "black", "sst2 sparse -2": curves.lines[0].get_color()}
+    vs = figs["vs_softmax"].axes[0]
+    assert [t.get_text() for t in vs.get_yticklabels()] == ["sst2 sparse -2, validation (n=3; softmax n=1)"]
+    assert "hollow: untested: < 2 seeds on either side" in vs.get_xlabel() and "1 seed" not in vs.get_xlabel()
+    assert "± 1 std" in figs["metric_vs_param"].axes[0].get_legend().get_title().get_text()
+
+
+def test_the_zeros_summary_colorbar_stays_clear_of_the_titles():
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    from ssaf.viz import zero_fraction_figure
+
+    probs = [np.random.default_rng(i).random((6, 12, 9, 9)) for i in range(2)]
+    fig = zero_fraction_figure(probs, ["outputs/sst2/softmax", "outputs/sst2/sparse"])
+    r = fig.canvas.get_renderer()
+    fig.draw(r)
+    panels, colorbar = fig.axes[:2], fig.axes[-1]
+    bar = colorbar.get_window_extent(r)
+    for ax in panels:
+        assert not bar.overlaps(ax.title.get_window_extent(r)), ax.title.get_text()
+        assert not bar.overlaps(ax.get_window_extent(r))
 
 
 def test_a_rerun_of_the_same_configuration_and_seed_is_counted_once(tmp_path):

@@ -143,10 +143,29 @@ def test_malformed_row_names_file_and_line(tmp_path):
         load_task_data(task("sst2"), "local", str(tmp_path), ("validation",))
 
 
-def test_unknown_label_names_the_row_and_the_valid_labels(tmp_path):
+def test_unknown_label_names_the_line_and_the_valid_labels(tmp_path):
     write(tmp_path / "scitail/scitail_1.0_test.tsv", "a\tb\tentails\nc\td\tcontradiction\n")
-    with pytest.raises(DataError, match=r"row 2: unknown label 'contradiction'.*entails"):
+    with pytest.raises(DataError, match=r"scitail_1.0_test.tsv:2: unknown label 'contradiction'.*entails"):
         load_task_data(task("scitail"), "local", str(tmp_path), ("test",))
+
+
+@pytest.mark.parametrize(
+    "name,split,rel,text,line",
+    [
+        # the header is line 1: the second data row is line 3 (it was named "row 2")
+        ("mnli", "train", "mnli/train.tsv", MNLI_TRAIN_HEADER + mnli_row(0, "a", "b", "neutral")
+         + mnli_row(1, "c", "d", "contradicts"), 3),
+        # blank lines are skipped but counted
+        ("mnli", "validation_matched", "mnli/dev_matched.jsonl",
+         '{"premise": "a", "hypothesis": "b", "label": "neutral"}\n\n{"premise": "c", "hypothesis": "d", "label": 7}\n',
+         3),
+    ],
+    ids=["tsv with a header", "json lines with a blank line"],
+)  # fmt: skip
+def test_unknown_label_names_the_line_an_editor_shows(tmp_path, name, split, rel, text, line):
+    write(tmp_path / rel, text)
+    with pytest.raises(DataError, match=rf"{rel}:{line}: unknown label"):
+        load_task_data(task(name), "local", str(tmp_path), (split,))
 
 
 def test_empty_split_is_an_error(tmp_path):
@@ -223,3 +242,74 @@ def test_shared_scitail_has_only_test_and_train_reports_the_paths():
     assert load_task_data(t, "local", str(SHARED), ("test",)).sizes() == {"test": 2126}
     with pytest.raises(DataError, match=r"scitail_1.0_train.tsv"):
         load_task_data(t, "local", str(SHARED), ("train",))
+
+
+# Every local layout, with the file of one of its splits.
+BAD_BYTE_FILES = [
+    ("sst2", "validation", "sst2/dev.tsv"),
+    ("sst5", "validation", "sst_sentences/stsa.fine.dev"),
+    ("mnli", "train", "mnli/train.glue_subset3.tsv.gz"),
+    ("mnli", "validation_matched", "mnli/dev_matched.jsonl.gz"),
+    ("scitail", "test", "scitail/scitail_1.0_test.tsv"),
+    ("semeval", "train", "sentiment_barnes/semeval/train.tsv"),
+    ("sentube_auto", "train", "sentiment_barnes/sentube_auto/train/neg.txt"),
+]
+
+
+def append_line(path: Path, line: bytes) -> int:
+    """Append ``line`` to ``path`` (decompressed for .gz, keeping its compression); its 1-based line number."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        lines = f.read().rstrip(b"\n").split(b"\n")
+    with opener(path, "wb") as f:
+        f.write(b"\n".join([*lines, line]) + b"\n")
+    return len(lines) + 1
+
+
+@pytest.mark.parametrize("name,split,rel", BAD_BYTE_FILES, ids=[f"{n}-{s}" for n, s, _ in BAD_BYTE_FILES])
+def test_a_byte_that_is_not_utf8_names_file_line_and_fix(data_root, name, split, rel):
+    line = append_line(data_root / rel, b"caf\xe9 latin-1")  # the first rows stay valid: the reader gets there
+    with pytest.raises(DataError, match=rf"{rel}:{line}: byte 0xe9 at column 4 is not UTF-8; save the file as UTF-8"):
+        load_task_data(task(name), "local", str(data_root), (split,))
+
+
+def test_a_binary_file_names_file_and_line(data_root):
+    path = data_root / "sst2/dev.tsv"
+    path.write_bytes(b"sentence\tlabel\n\x00\x00\x00\x01\tIHDR\n")  # valid UTF-8, but NUL bytes
+    with pytest.raises(DataError, match=r"sst2/dev.tsv:2: contains a NUL byte: this is a binary file"):
+        load_task_data(task("sst2"), "local", str(data_root), ("validation",))
+
+
+def test_a_file_named_gz_that_is_not_gzip_names_the_file(data_root):
+    (data_root / "sst2/train.tsv.gz").write_bytes(b"sentence\tlabel\nplain text \t1\n")
+    with pytest.raises(DataError, match=r"sst2/train.tsv.gz: cannot be read \(Not a gzipped file"):
+        load_task_data(task("sst2"), "local", str(data_root), ("train",))
+
+
+@pytest.mark.parametrize("label", ["²", "٣", "1.0", "-1", "9"])
+def test_stsa_label_that_is_not_an_index_names_file_and_line(data_root, label):
+    # "²".isdigit() and "٣".isdigit() are True; int("²") raises, int("٣") is 3: only "0".."4" are labels.
+    write(data_root / "sst_sentences/stsa.fine.dev", f"4 a masterpiece\n{label} odd\n")
+    with pytest.raises(DataError, match=rf"stsa.fine.dev:2: expected '<label 0-4> <sentence>', got '{label} odd'"):
+        load_task_data(task("sst5"), "local", str(data_root), ("validation",))
+
+
+def test_squad_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    from ssaf.data.squad import load_squad_split
+
+    path = tmp_path / "squad/dev-v1.1.json"
+    path.parent.mkdir()
+    path.write_bytes(b'{"data": [\n{"title": "x",\n "paragraphs": [{"context": "caf\xe9"}]}]}\n')
+    with pytest.raises(DataError, match=r"squad/dev-v1.1.json:3: byte 0xe9 at column 33 is not UTF-8"):
+        load_squad_split("local", str(tmp_path), "validation")
+
+
+def test_squad_file_missing_a_field_names_the_file_and_the_format(tmp_path):
+    from ssaf.data.squad import load_squad_split
+
+    question = {"id": "q", "answers": [{"text": "c", "answer_start": 0}]}  # no "question"
+    path = tmp_path / "squad/dev-v1.1.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"data": [{"title": "x", "paragraphs": [{"context": "c", "qas": [question]}]}]}))
+    with pytest.raises(DataError, match=r"dev-v1.1.json: not SQuAD v1.1 \(KeyError: 'question'\)"):
+        load_squad_split("local", str(tmp_path), "validation")

@@ -23,16 +23,24 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 @dataclass
 class LoggedKeys:
-    """The keys a run logged: history (per step), summary (last values) and config (flattened, dotted)."""
+    """The keys runs logged: history (per step), summary (last values) and config (flattened, dotted); and
+    what the runs were: how many, their tasks (``task.name``) and attention transforms (``attn.transform``),
+    which say what they could log (only a learned transform logs ``learned_<param>/...``)."""
 
     history: set[str] = field(default_factory=set)
     summary: set[str] = field(default_factory=set)
     config: set[str] = field(default_factory=set)
+    runs: int = 0
+    tasks: set[str] = field(default_factory=set)
+    transforms: set[str] = field(default_factory=set)
 
     def update(self, other: LoggedKeys) -> None:
         self.history |= other.history
         self.summary |= other.summary
         self.config |= other.config
+        self.runs += other.runs
+        self.tasks |= other.tasks
+        self.transforms |= other.transforms
 
 
 def records(path: Path) -> Iterator[bytes]:
@@ -63,12 +71,12 @@ def records(path: Path) -> Iterator[bytes]:
             pending = b""
 
 
-def _flatten(prefix: str, value: Any, out: set[str]) -> None:
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and value:
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
-        out.add(prefix)
+        out[prefix] = value
 
 
 def read_run(path: Path) -> LoggedKeys:
@@ -78,7 +86,7 @@ def read_run(path: Path) -> LoggedKeys:
     files = [path] if path.is_file() else sorted(path.glob("*.wandb"))
     if not files:
         raise FileNotFoundError(f"no .wandb file in {path}")
-    keys = LoggedKeys()
+    keys, config = LoggedKeys(runs=1), dict[str, Any]()
     for d in records(files[0]):
         r = pb.Record()  # type: ignore[attr-defined]  # generated protobuf code
         r.ParseFromString(d)
@@ -92,16 +100,19 @@ def read_run(path: Path) -> LoggedKeys:
             for it in items:
                 name = it.key or ".".join(it.nested_key)
                 if not name.startswith("_"):
-                    _flatten(name, json.loads(it.value_json), keys.config)
+                    _flatten(name, json.loads(it.value_json), config)
+    keys.config = set(config)
+    keys.tasks = {str(config["task.name"])} if "task.name" in config else set()
+    keys.transforms = {str(config["attn.transform"])} if "attn.transform" in config else set()
     return keys
 
 
 def read_runs(root: Path) -> LoggedKeys:
-    """The union of the keys of every W&B run under ``root`` (``<run dir>/wandb/*-run-*/``)."""
+    """The union of the keys of every W&B run under ``root`` (``<run dir>/wandb/*-run-*/``); ``runs`` is 0
+    when there are none."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
     keys = LoggedKeys()
-    dirs = sorted(p for p in root.rglob("*run-*") if p.is_dir() and any(p.glob("*.wandb")))
-    if not dirs:
-        raise FileNotFoundError(f"no W&B runs (wandb/offline-run-*/ or wandb/run-*/) under {root}")
-    for d in dirs:
+    for d in sorted(p for p in root.rglob("*run-*") if p.is_dir() and any(p.glob("*.wandb"))):
         keys.update(read_run(d))
     return keys

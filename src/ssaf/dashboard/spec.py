@@ -35,11 +35,13 @@ RUN_COLUMNS = (
 class Key:
     """A logged key a panel reads: a history metric (per step), a summary value (the run's last / final
     value) or a config value. ``pattern``: ``name`` is a regular expression over logged names (per-head
-    panels, whose head count depends on the model)."""
+    panels, whose head count depends on the model). ``learned``: the learned parameter (``lam`` or
+    ``alpha``) a run's attention must learn to log this key; None for keys every run logs."""
 
     source: Source
     name: str
     pattern: bool = False
+    learned: str | None = None
 
     def found_in(self, logged: set[str]) -> bool:
         if self.pattern:
@@ -141,7 +143,7 @@ def learned_panels(layers: int) -> tuple[Panel, ...]:
         Panel(
             "line",
             f"learned {name} per head, layer {layer}",
-            (Key("history", re.escape(keys.learned(name, layer, "")) + r"\d+", pattern=True),),
+            (Key("history", re.escape(keys.learned(name, layer, "")) + r"\d+", pattern=True, learned=name),),
         )
         for name in keys.LEARNED
         for layer in range(layers)

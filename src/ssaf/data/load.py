@@ -87,22 +87,27 @@ def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
     return "sample"
 
 
-def to_dataset(rows: list[Row], task: TaskSpec, where: str) -> tuple[datasets.Dataset, int]:
+def to_dataset(
+    rows: list[Row], task: TaskSpec, where: str, lines: list[int] | None = None
+) -> tuple[datasets.Dataset, int]:
     """Rows -> dataset with integer labels in the task's order; rows labelled '-' (no gold) are dropped.
 
     Labels arrive as names (the readers map each format's own ids to names) and are matched by name only.
+    ``lines``: each row's line in the file ``where`` (local data), so an error names ``file:line``; without
+    them (hub, demo set) it names the row.
     """
     index = {name: i for i, name in enumerate(task.labels)}
     a, b, y, dropped = [], [], [], 0
-    for line, (ta, tb, name) in enumerate(rows, start=1):
+    for i, (ta, tb, name) in enumerate(rows):
+        at = f"{where}:{lines[i]}" if lines else f"{where}: row {i + 1}"
         if name == "-":
             dropped += 1
             continue
         if name not in index:
-            raise DataError(f"{where}: row {line}: unknown label {name!r}; task {task.name} labels: {task.labels}")
+            raise DataError(f"{at}: unknown label {name!r}; task {task.name} labels: {task.labels}")
         label = index[name]
         if task.pair and tb is None:
-            raise DataError(f"{where}: row {line}: task {task.name} needs a text pair, the row has one text")
+            raise DataError(f"{at}: task {task.name} needs a text pair, the row has one text")
         a.append(ta)
         b.append(tb)
         y.append(label)
@@ -138,9 +143,10 @@ def load_task_data(
     resolved = resolve_source(source, data_dir, task)
     out = TaskData(splits={}, source=resolved)
     for split in splits:
+        lines: list[int] | None = None
         if resolved == "local":
             assert data_dir is not None
-            rows, path = read_local_split(Path(data_dir), task.local, split, task.labels)
+            rows, lines, path = read_local_split(Path(data_dir), task.local, split, task.labels)
             where, version = str(path), file_version(path)
         elif resolved == "hub":
             rows, version = read_hub_split(task, split)
@@ -149,7 +155,7 @@ def load_task_data(
             rows, where = sample_split(task.name, task.labels, task.pair, split), f"sample:{task.name}/{split}"
             version = f"{where}/v{SAMPLE_VERSION}"
         out.versions[split] = version
-        ds, dropped = to_dataset(rows, task, where)
+        ds, dropped = to_dataset(rows, task, where, lines)
         if dropped:
             log.warning("%s: dropped %d rows without a gold label ('-')", where, dropped)
         train = split == task.train_split

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ssaf.data.errors import DataError
 from ssaf.data.load import file_version
-from ssaf.data.local import find_split_file, open_text
+from ssaf.data.local import find_split_file, read_text
 from ssaf.data.sample import SAMPLE_VERSION
 from ssaf.settings import HubSource
 
@@ -113,12 +113,13 @@ def squad_rows(articles: list[dict], where: str, need_answers: bool = True) -> t
 
 
 def read_squad_file(path: Path) -> list[dict]:
+    text = read_text(path)  # a byte that is not UTF-8 is named by line there
     try:
-        with open_text(path) as f:
-            data = json.load(f)
-        return data["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not SQuAD JSON ({{'data': [{{'paragraphs': ...}}]}}): {e}") from e
+        return json.loads(text)["data"]
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not JSON ({e.msg}, column {e.colno}); expected SQuAD v1.1 JSON") from e
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not SQuAD JSON ({{'data': [{{'paragraphs': ...}}]}}): missing {e}") from e
 
 
 def load_squad_split(
@@ -129,7 +130,17 @@ def load_squad_split(
     if source == "local":
         assert data_dir is not None
         path = find_split_file(Path(data_dir), PATHS, split)
-        rows, report = squad_rows(read_squad_file(path), str(path))
+        try:
+            rows, report = squad_rows(read_squad_file(path), str(path))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, DataError):
+                raise
+            # The file is JSON but an article, paragraph or question lacks a field (or has the wrong type).
+            raise DataError(
+                f"{path}: not SQuAD v1.1 ({type(e).__name__}: {e}); each article needs 'paragraphs', each "
+                "paragraph 'context' and 'qas', each question 'id', 'question' and 'answers' [{'text', "
+                "'answer_start' (an integer)}]"
+            ) from e
         where, version = str(path), file_version(path)
     elif source == "hub":
         if hub_source is None or split not in hub_source.splits:

@@ -1,4 +1,5 @@
-"""``ssaf-compare``: run directories -> report.md, report.html and PNG plots.
+"""``ssaf-compare``: run directories -> report.md, report.html (the same Markdown rendered, plots inline)
+and PNG plots.
 
 ``ssaf-compare outputs/ multirun/ --out reports/lam`` (or ``python scripts/compare.py ...``) finds every run
 directory under the roots, groups completed runs by setting (task, model, pre-training, the data itself and
@@ -12,11 +13,10 @@ listed with the reason, never dropped silently; runs on ssaf's generated demo da
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 from pathlib import Path
 from typing import Any
 
+from ssaf.report.page import html_page
 from ssaf.report.runs import find_run_dirs, load_run
 from ssaf.report.stats import best_param, group_runs
 from ssaf.report.tables import GRID_LEGEND, grid_table, markdown_table, paper_table, problems_list
@@ -49,29 +49,8 @@ def write_report(
     if paper:
         md += ["## The paper's layout (test accuracy, mean ± std (seeds))", "", paper_md, ""]
     md += ["## Task x attention", "", GRID_LEGEND, "", grid, "", "## Every group", "", table, problems, ""]
-    md += [f"![{p.stem}]({p.name})" for p in plots]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    imgs = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{p.stem}">'
-        f"<figcaption>{p.stem.replace('_', ' ')}</figcaption></figure>"
-        for p in plots
-    )
-    text = [
-        *paper_md.splitlines(),
-        "",
-        GRID_LEGEND,
-        "",
-        *grid.splitlines(),
-        "",
-        *table.splitlines(),
-        *problems.splitlines(),
-    ]
-    body = "\n".join(html.escape(line) for line in text)
-    (out / "report.html").write_text(
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}pre{{font-size:12px}}"
-        f"img{{max-width:100%}}</style><h1>{html.escape(title)}</h1><pre>{body}</pre>{imgs}"
-    )
+    (out / "report.md").write_text("\n".join([*md, *(f"![{p.stem}]({p.name})" for p in plots)]) + "\n")
+    (out / "report.html").write_text(html_page("\n".join(md), title, plots))  # the same text, plots inline
     listed = table + ("\n" + problems if problems else "")
     return {"runs": runs, "groups": groups, "plots": plots, "table": listed, "grid": grid, "paper": paper_md}
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from ssaf.report.stats import Group, ambiguous_settings, difference, softmax_baselines, unit_scale
+from ssaf.report.stats import UNTESTED, Group, ambiguous_settings, difference, softmax_baselines, unit_scale
 
 
 def save(fig: Any, path: Path) -> Path:
@@ -33,9 +34,13 @@ def label(g: Group, ambiguous: set | None = None) -> str:
     return name
 
 
+# What metric_vs_param's error bars and band are (the reader cannot tell std from s.e. by looking).
+ERROR_BARS = "mean over seeds; bars and band: ± 1 std"
+
+
 def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
-    """Headline metric (selection split) vs lam (or alpha) with error bars, softmax as a horizontal line;
-    one panel per task and setting."""
+    """Headline metric (selection split) vs lam (or alpha) with ± 1 sample std error bars over seeds,
+    softmax as a horizontal line with a ± 1 std band; one panel per task and setting."""
     by_setting: dict[Any, list[Group]] = defaultdict(list)
     for g in groups:
         by_setting[(g.task, g.setting.budget, g.setting.data, g.setting.model)].append(g)
@@ -75,7 +80,7 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
         ax.set_xlabel("lam (sparse) / alpha (entmax)")
         ax.set_ylabel(gs[0].first.metric_name())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title=ERROR_BARS, title_fontsize=7)
     return save(fig, out / "metric_vs_param.png")
 
 
@@ -90,6 +95,7 @@ def plot_sparsity_by_layer(groups: list[Group], out: Path) -> Path | None:
         layers = [r.zero_by_layer for r in g.runs if r.zero_by_layer]
         mean = [statistics.fmean(v) for v in zip(*layers, strict=True)]
         ax.plot(range(len(mean)), mean, marker="o", label=label(g, ambiguous))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are 0, 1, ...: no 0.2 ticks
     ax.set_xlabel("layer")
     ax.set_ylabel("fraction of exact zeros (valid keys)")
     ax.set_ylim(-0.02, 1.02)
@@ -99,23 +105,33 @@ def plot_sparsity_by_layer(groups: list[Group], out: Path) -> Path | None:
 
 
 def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
-    """Train loss against step, a colour per group; runs that logged one point are drawn as a dot."""
+    """Train loss against step, a colour per group (every seed of a group in its colour); runs that logged
+    one point are drawn as a dot.
+
+    Lines are opaque, so that where they cross the colour is one of the legend's (translucent lines blended
+    into colours no entry has), and softmax, the reference, is drawn dashed in black on top of the others:
+    attentions that train alike no longer hide it.
+    """
     gs = [g for g in groups if any(r.curve for r in g.runs)]
     if not gs:
         return None
     ambiguous = ambiguous_settings(groups)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for g in gs:
-        color = None
+    for g in sorted(gs, key=lambda g: g.attn == "softmax"):  # softmax last
+        softmax = g.attn == "softmax"
+        color: Any = "black" if softmax else None
+        named = False
         for r in g.runs:
             if not r.curve:
                 continue
             steps, losses = zip(*r.curve, strict=True)
             (line,) = ax.plot(
-                steps, losses, alpha=0.8, linewidth=1, color=color, marker="o" if len(steps) == 1 else None,
-                markersize=4, label=label(g, ambiguous) if color is None else None,
+                steps, losses, linewidth=1.2 if softmax else 1, color=color, linestyle="--" if softmax else "-",
+                marker="o" if len(steps) == 1 else None, markersize=4, zorder=3 if softmax else 2,
+                label=None if named else label(g, ambiguous),
             )  # fmt: skip
-            color = line.get_color()
+            color, named = line.get_color(), True
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("train loss")
     ax.grid(alpha=0.3)
@@ -123,9 +139,9 @@ def plot_training_curves(groups: list[Group], out: Path) -> Path | None:
     return save(fig, out / "training_curves.png")
 
 
-def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
-    """(label, mean - softmax mean, 2 x the larger std, fewer seeds of the two) for every group and split that
-    has a softmax group of the same setting; in points (accuracy %, F1).
+def differences(groups: list[Group]) -> list[tuple[str, float, float, int, int]]:
+    """(label, mean - softmax mean, 2 x the larger std, the group's seeds, softmax's seeds) for every group and
+    split that has a softmax group of the same setting; in points (accuracy %, F1).
 
     The half-width is the significance threshold of ``versus``: a bar whose whisker crosses 0 is n.s.;
     it is NaN when either side has one seed. A task run at several settings gets its budget in its label.
@@ -140,26 +156,28 @@ def differences(groups: list[Group]) -> list[tuple[str, float, float, int]]:
         for split in g.first.splits:
             if (d := difference(g, base, split)) is not None:
                 name = f"{label(g, ambiguous)}, {split}" + (" F1" if g.first.s.metric == "f1" else "")
-                diff, threshold, seeds = d
-                rows.append((name, diff * unit_scale(g), threshold * unit_scale(g), seeds))
+                diff, threshold, _ = d
+                seeds, softmax_seeds = g.stat("metric", split)[2], base.stat("metric", split)[2]
+                rows.append((name, diff * unit_scale(g), threshold * unit_scale(g), seeds, softmax_seeds))
     return rows
 
 
 def plot_vs_softmax(groups: list[Group], out: Path) -> Path | None:
     """Each attention's difference to softmax (same setting and split), whiskers at 2 std: the paper's
-    "beats softmax on every dataset" claim at a glance. One-seed comparisons are hollow, no whisker."""
+    "beats softmax on every dataset" claim at a glance. Each row says its seeds and softmax's; a comparison
+    with one seed on either side is hollow, with no whisker: untested, as the table says."""
     rows = differences(groups)
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2))
-    for y, (_, diff, half, _) in enumerate(rows):
+    for y, (_, diff, half, _, _) in enumerate(rows):
         color = "tab:green" if diff > 0 else "tab:red"
         tested = not math.isnan(half)
         ax.barh(y, diff, color=color if tested else "none", edgecolor=color, xerr=half if tested else None, capsize=3)
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"{r[0]} (n={r[3]}; softmax n={r[4]})" for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("minus softmax (points); whiskers: 2 std; hollow: 1 seed")
+    ax.set_xlabel(f"minus softmax (points); whiskers: 2 std; hollow: {UNTESTED} on either side")
     ax.grid(axis="x", alpha=0.3)
     return save(fig, out / "vs_softmax.png")
 

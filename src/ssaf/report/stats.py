@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ssaf.report.runs import GroupKey, Run, Setting
+from ssaf.summary import percent_scale
 
 
 @dataclass
@@ -77,6 +78,10 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def softmax_baselines(groups: list[Group]) -> dict[Setting, Group]:
     """The softmax group of each setting: what every other group is compared with."""
     return {g.setting: g for g in groups if g.attn == "softmax"}
+
+
+# How the table and the vs-softmax plot name a comparison with one seed on either side (no std: no claim).
+UNTESTED = "untested: < 2 seeds"
 
 
 def difference(g: Group, base: Group, split: str | None = None) -> tuple[float, float, int] | None:
@@ -151,8 +156,8 @@ def regularized_beta(x: float, a: float, b: float) -> float:
 
 
 def unit_scale(g: Group) -> float:
-    """Accuracy is shown in percent, F1 (already 0-100) as is."""
-    return 1.0 if g.first.s.metric == "f1" else 100.0
+    """Accuracy is shown in percent, SQuAD's exact match and F1 (already 0-100) as they are."""
+    return percent_scale(g.first.s.kind)
 
 
 def ambiguous_settings(groups: list[Group]) -> set[tuple[str, str, bool]]:

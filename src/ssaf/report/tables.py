@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from ssaf.report.runs import Run, Setting
 from ssaf.report.stats import (
+    UNTESTED,
     Group,
     ambiguous_settings,
     beyond_two_std,
@@ -38,7 +39,7 @@ def versus(g: Group, base: Group | None, split: str | None = None) -> str:
     diff, _, seeds = d
     text = f"{diff * unit_scale(g):+.2f}"
     if seeds < 2:
-        return f"{text} (untested: < 2 seeds)"
+        return f"{text} ({UNTESTED})"
     return text + (" (> 2 std)" if beyond_two_std(d) else " (n.s.)")
 
 
