@@ -192,12 +192,19 @@ class TrackingCallback(TrainerCallback):
 
 
 def git_sha() -> str | None:
+    """The commit of the ssaf checkout this code runs from; None for an installed wheel. The checkout is
+    the folder two levels above the package (src layout) only when git says it is the top of a work tree:
+    a wheel's ``<venv>/lib/python3.11`` may sit inside some other repository, whose commit is not ours."""
+    root = Path(__file__).resolve().parents[2]
     try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        git = ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"]
+        out = subprocess.run(git, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return None
+    return lines[1]
 
 
 def run_info(
