@@ -82,9 +82,10 @@ def run(
         move_in(s.run_dir, earlier.dir)
         work_dir = earlier.dir
         log.info("resuming %s from %s; command: %s", work_dir, earlier.checkpoint, " ".join(overrides or []))
-    if work_dir == s.run_dir and int(os.environ.get("RANK", "0")) == 0:
+    if work_dir.resolve() == s.run_dir.resolve() and int(os.environ.get("RANK", "0")) == 0:
         # Hydra saves the config with its interpolations (data.dir: ${oc.env:SSAF_DATA_DIR,null}): the record
-        # a resume is checked against holds the values this run used.
+        # a resume is checked against holds the values this run used. (A resume in another folder leaves
+        # the run's record as it is; one launched into the run's own folder matched it.)
         (work_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, work_dir / ".hydra" / "config.yaml")
     set_seed(s.seed)
