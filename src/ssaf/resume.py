@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ssaf.config import ConfigError
+from ssaf.settings import RunConfig
 from ssaf.summary import RunSummary, read_summary
 from ssaf.training import last_complete_checkpoint
 
@@ -86,21 +87,29 @@ def run_defining(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """Each run-defining setting on which two resolved configs differ, as ``key: this command A, the run B``.
-
-    A key only one side has (a setting an older or newer ssaf does not know) is not compared.
-    """
+    """Each run-defining setting on which two resolved configs differ, as ``key: this command A, the run B``
+    (a key one side lacks, such as an entry of ``model.config_overrides``, differs too)."""
     a, b = run_defining(ours), run_defining(theirs)
-    return [f"{k}: this command {a[k]!r}, the run {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    missing = "(not set)"
+    return [
+        f"{k}: this command {a.get(k, missing)!r}, the run {b.get(k, missing)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if k not in a or k not in b or a[k] != b[k]
+    ]
 
 
 def recorded_config(run_dir: Path) -> dict[str, Any]:
-    """A run's config as its ``.hydra/config.yaml`` records it, resolved where it still holds interpolations
-    (a run of an ssaf that did not write it resolved: those resolve in today's environment)."""
+    """A run's config as its ``.hydra/config.yaml`` records it, over today's schema (a setting added since
+    takes its default, as the run had it) and resolved (a run of an ssaf that saved it with interpolations:
+    they resolve in today's environment; one that no longer resolves is compared as written)."""
     cfg = OmegaConf.load(run_dir / CONFIG)
     try:
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    except Exception as e:  # a key or type today's schema refuses: it cannot be this ssaf's command
+        raise ResumeError(f"{run_dir / CONFIG} does not fit this ssaf's config schema ({e})") from e
+    try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an interpolation that no longer resolves: compare it as written
+    except Exception:
         resolved = OmegaConf.to_container(cfg, resolve=False)
     if not isinstance(resolved, dict):
         raise ResumeError(f"{run_dir / CONFIG} does not hold a config mapping")
@@ -194,7 +203,7 @@ def _handlers_into(folder: Path) -> list[logging.FileHandler]:
     return [
         h
         for h in logging.getLogger().handlers
-        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == where
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == where
     ]
 
 

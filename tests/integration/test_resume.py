@@ -93,6 +93,8 @@ def made_unfinished(run_dir: Path) -> None:
         (["attn.lam=-2"], ["attn.lam: this command -2.0, the run -8.0"]),
         (["trainer.max_steps=6"], ["trainer.max_steps: this command 6, the run 4"]),
         (["model.pretrained=true"], ["model.pretrained: this command True, the run False"]),
+        (["+model.config_overrides.hidden_dropout_prob=0.3"], ["hidden_dropout_prob: this command 0.3, the run '(not"]),
+        (["data.source=auto"], ["data.source: this command 'auto', the run 'sample'"]),
     ],
 )
 def test_a_resume_whose_run_defining_settings_differ_is_refused_naming_each_and_writes_nothing(
