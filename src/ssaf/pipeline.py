@@ -8,6 +8,7 @@ run starts (``running``), when it stops early (``failed`` / ``interrupted``) and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -145,7 +146,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
     r = Run(s, work_dir, data, trainer, None, summary, earlier)
     if r.main:
         info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint)
-        write_json(work_dir / "run_info.json", info)
+        write_json(work_dir / "run_info.json", run_info_of_segment(work_dir / "run_info.json", info, earlier))
         write_summary(work_dir, r.summary)
         r.tracker = start_tracker(
             s.logger,
@@ -163,6 +164,18 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
                 )
             )
     return r
+
+
+def run_info_of_segment(path: Path, info: dict[str, Any], earlier: RunSummary | None) -> dict[str, Any]:
+    """The run's run_info.json: the first segment's (its command, commit, machine), and each resume's under
+    ``resumed``, so the record says how every part of the run was made."""
+    if earlier is None or not path.is_file():
+        return info
+    try:
+        first = json.loads(path.read_text())
+    except ValueError:
+        return info
+    return {**first, "resumed": [*first.get("resumed", []), info]}
 
 
 def train(r: Run, checkpoint: str | None = None) -> tuple[Any, str | None]:

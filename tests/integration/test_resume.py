@@ -200,6 +200,8 @@ def test_cli_a_resume_continues_in_the_run_folder_and_appends_to_its_log(tmp_pat
     log = (run_dir / "train.log").read_text()
     assert log.startswith(first_log) and f"resuming {run_dir}" in log[len(first_log) :]
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == hydra_record
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert "resume=" not in info["command"] and "resume=true" in info["resumed"][0]["command"]
 
 
 def test_cli_the_interrupted_hint_is_a_command_that_continues_the_run(tmp_path, monkeypatch, caplog):
