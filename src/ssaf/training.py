@@ -200,9 +200,9 @@ class SsafTrainer(Trainer):
         transformers keeps this call's logged part in ``_total_loss_scalar`` and the part since the last log
         in ``_tr_loss`` (a tensor, zeroed in place when logged).
         """
-        pending = getattr(self, "_tr_loss", None)
-        unlogged = nested_gather(pending, self.args.parallel_mode).mean().item() if pending is not None else 0.0
-        return (self.loss_before or 0.0) + getattr(self, "_total_loss_scalar", 0.0) + unlogged
+        # Read as they are (no getattr default): a transformers that renames them fails here, not silently.
+        unlogged = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
+        return (self.loss_before or 0.0) + self._total_loss_scalar + unlogged
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "train_loss" in logs and self.loss_before is not None:  # a resumed run's: the mean over every step

@@ -166,15 +166,18 @@ def test_a_resume_that_fails_keeps_the_record_it_continues(tmp_path, monkeypatch
 # ----------------------------------------------------------------------------- train_loss over every step
 
 
-def test_a_resumed_run_reports_the_mean_training_loss_over_all_its_steps(tmp_path):
-    straight = run(cfg(*MICRO, "trainer.keep_checkpoints=true"), tmp_path / "straight")
+@pytest.mark.parametrize("report_every", [1, 3])  # at checkpoint-2 every loss logged / none logged yet
+def test_a_resumed_run_reports_the_mean_training_loss_over_all_its_steps(report_every, tmp_path):
+    overrides = [*MICRO, f"trainer.report_every={report_every}", "trainer.keep_checkpoints=true"]
+    straight = run(cfg(*overrides), tmp_path / "straight")
+    if report_every == 1:
+        losses = [h["loss"] for h in straight.history if "loss" in h]
+        assert len(losses) == 4 and straight.train.train_loss == pytest.approx(sum(losses) / 4, rel=1e-6)
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(tmp_path / "straight", resumed_dir)
     made_unfinished(resumed_dir)
-    resumed = run(cfg(*MICRO, f"resume={resumed_dir}"), tmp_path / "again")
+    resumed = run(cfg(*overrides, f"resume={resumed_dir}"), tmp_path / "again")
     assert resumed.run_dir == str(resumed_dir) and resumed.train.steps == 4
-    losses = [h["loss"] for h in straight.history if "loss" in h]  # logged at every step (report_every=1)
-    assert len(losses) == 4 and straight.train.train_loss == pytest.approx(sum(losses) / 4, rel=1e-6)
     assert resumed.train.train_loss == pytest.approx(straight.train.train_loss, rel=1e-6)
     logged = [h["train_loss"] for h in resumed.history if "train_loss" in h]
     assert logged[-1] == pytest.approx(straight.train.train_loss, rel=1e-6)
