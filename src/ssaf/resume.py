@@ -176,7 +176,7 @@ def find_earlier(resume: bool | str, config: dict[str, Any], run_dir: Path, root
     if not matches:
         log.info(
             "resume=true: no earlier run with these settings under %s: starting it",
-            ", ".join(str(r) for r in dict.fromkeys(roots)),
+            ", ".join(str(r) for r in dict.fromkeys(Path(r).resolve() for r in roots)),
         )
         return None
     return max(matches, key=lambda m: (m[0], m[1]))[2]
