@@ -111,6 +111,22 @@ def test_a_resume_whose_run_defining_settings_differ_is_refused_naming_each_and_
     assert not (tmp_path / "again").exists()
 
 
+def test_only_run_defining_settings_count_as_differences(tmp_path, monkeypatch):
+    from ssaf.resume import differences
+
+    monkeypatch.chdir(tmp_path)
+    run_ = {"seed": 1, "logger": {"mode": "offline"}, "data": {"dir": str(tmp_path / "data"), "num_workers": 0},
+            "trainer": {"max_steps": 4, "eval_batch_size": 64, "keep_checkpoints": False}}  # fmt: skip
+    watched_otherwise = {"seed": 1, "logger": {"mode": "online"}, "data": {"dir": "data", "num_workers": 4},
+                         "trainer": {"max_steps": 4, "eval_batch_size": 8, "keep_checkpoints": True}}  # fmt: skip
+    assert differences(watched_otherwise, run_) == []  # the same folder however spelled; FREE keys free
+    trained_otherwise = {**run_, "trainer": {**run_["trainer"], "max_steps": 6}, "model": {"x": 1}}
+    assert differences(trained_otherwise, run_) == [
+        "model.x: this command 1, the run '(not set)'",
+        "trainer.max_steps: this command 6, the run 4",
+    ]
+
+
 def test_a_completed_run_is_refused_too_when_the_command_differs(tmp_path):
     run(cfg(*MICRO, "seed=7"), tmp_path / "run")
     record = (tmp_path / "run" / "metrics.json").read_bytes()
