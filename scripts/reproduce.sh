@@ -47,11 +47,15 @@ one() {  # one DIR OVERRIDES...: a train.py run into DIR; skipped when completed
     echo "== $dir: completed"
     return
   fi
-  local resume=()
-  if compgen -G "$dir/checkpoints/checkpoint-*" > /dev/null; then resume=("resume=$dir"); fi
+  local resume=() into="$dir"
+  if compgen -G "$dir/checkpoints/checkpoint-*" > /dev/null; then
+    # Hydra's folder for the command is elsewhere: launched into $dir it would rewrite the run's .hydra/
+    # config before ssaf checks the command against it. The resume continues in $dir and removes it.
+    resume=("resume=$dir") into="$dir.resuming"
+  fi
   echo "== $dir: $* $EXTRA ${resume[*]}"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
-  "$py" train.py experiment=paper_cpu "$@" $EXTRA "${resume[@]}" logger.mode=offline hydra.run.dir="$dir"
+  "$py" train.py experiment=paper_cpu "$@" $EXTRA "${resume[@]}" logger.mode=offline hydra.run.dir="$into"
 }
 
 best_lam() {  # best_lam DATASET: the lam its sweep chose (the sweep must be complete)

@@ -8,9 +8,14 @@ run starts (``running``), when it stops early (``failed`` / ``interrupted``) and
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shlex
 import shutil
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -21,10 +26,11 @@ from transformers import set_seed
 
 from ssaf import keys
 from ssaf.attention import attention_routes, learned_values
-from ssaf.config import ConfigError, RunSettings, check_environment, settings
+from ssaf.config import RunSettings, check_environment, settings
 from ssaf.console import FILE_ONLY
 from ssaf.models import build_model
 from ssaf.prepare import PREPARE, Prepared
+from ssaf.resume import ResumeError, discard, find_earlier, move_in
 from ssaf.summary import (
     AttentionInfo,
     Budget,
@@ -52,6 +58,7 @@ class Run:
     trainer: SsafTrainer
     tracker: Tracker | None  # W&B or TensorBoard, or None
     summary: RunSummary
+    earlier: RunSummary | None = None  # the record of the run this one continues
 
     @property
     def main(self) -> bool:
@@ -59,18 +66,52 @@ class Run:
         return self.trainer.is_world_process_zero()
 
 
-def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> RunSummary:
-    """Fine-tune and evaluate one configuration; returns what it writes to ``metrics.json``."""
+def run(
+    cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None, search: Sequence[Path] = ()
+) -> RunSummary:
+    """Fine-tune and evaluate one configuration; returns what it writes to ``metrics.json``.
+
+    ``run_dir`` is the folder made for this command; a resume continues in the earlier run's folder instead
+    (``ssaf.resume``: ``resume=true`` searches ``run_dir``'s parent and ``search``), and a completed run
+    is skipped: its summary is returned as it is. ``overrides`` are the command's, for the hint printed
+    when it is interrupted.
+    """
     s = settings(cfg, run_dir)
     check_environment(s)
-    work_dir = resume_dir(s, overrides or []) or s.run_dir
-    set_seed(s.seed)
-    r = prepare(s, work_dir, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
-        result, checkpoint = train(r)
+        earlier = find_earlier(s.resume, config, s.run_dir, [s.run_dir.parent, *search])
+    except ResumeError:
+        discard(s.run_dir, Path(s.resume) if isinstance(s.resume, str) else None)  # refused: nothing written
+        raise
+    if earlier is not None and earlier.completed:
+        assert earlier.summary is not None
+        log.info("already complete: %s (its record is left as it is)", earlier.dir)
+        discard(s.run_dir, earlier.dir)
+        return earlier.summary
+    work_dir = s.run_dir
+    if earlier is not None:
+        move_in(s.run_dir, earlier.dir)
+        work_dir = earlier.dir
+        log.info("resuming %s from %s; command: %s", work_dir, earlier.checkpoint, " ".join(overrides or []))
+    if work_dir.resolve() == s.run_dir.resolve() and int(os.environ.get("RANK", "0")) == 0:
+        # Hydra saves the config with its interpolations (data.dir: ${oc.env:SSAF_DATA_DIR,null}): the record
+        # a resume is checked against holds the values this run used. (A resume in another folder leaves
+        # the run's record as it is; one launched into the run's own folder matched it.)
+        (work_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, work_dir / ".hydra" / "config.yaml")
+    set_seed(s.seed)
+    try:
+        r = prepare(s, work_dir, config, earlier.summary if earlier else None)
+    except KeyboardInterrupt:
+        log.error("%s", interrupted_hint(work_dir, overrides or []))
+        raise
+    try:
+        result, checkpoint = train(r, earlier.checkpoint if earlier else None)
         final, eval_s, reused = evaluate(r)
     except KeyboardInterrupt:
         stopped(r, "interrupted", f"stopped with Ctrl-C at step {r.trainer.state.global_step}")
+        log.error("%s", interrupted_hint(work_dir, overrides or []))
         raise
     except Exception as e:
         stopped(r, "failed", f"{e.__class__.__name__}: {e}")
@@ -78,11 +119,26 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     return finish(r, result, checkpoint, final, eval_s, reused)
 
 
+def interrupted_hint(work_dir: Path, overrides: list[str]) -> str:
+    """Where an interrupted run stands and the command that continues it."""
+    checkpoint = last_complete_checkpoint(work_dir / "checkpoints")
+    saved = f"the newest checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
+    command = shlex.join([*(o for o in overrides if not o.startswith("resume=")), f"resume={work_dir}"])
+    launcher = "python train.py" if Path(sys.argv[0]).name == "train.py" else "ssaf-train"  # the checkout's or the tool
+    return (
+        f"interrupted: {saved}; continue with: {launcher} {command} "
+        "(a multirun: launch the same multirun with resume=true; each unfinished job continues in its folder)"
+    )
+
+
 # ----------------------------------------------------------------------------- stages
 
 
-def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
-    """Data, model and trainer; the tracker started; the run's summary written as ``running``."""
+def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: RunSummary | None = None) -> Run:
+    """Data, model and trainer; the tracker started; the run's summary written as ``running``.
+
+    ``earlier``: the record of the run this one continues; the running record keeps how far it got.
+    """
     model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
     data = PREPARE[s.task.kind](s, tokenizer)
     trainer = data.trainer_cls(
@@ -96,10 +152,13 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
         attn_learning_rate=s.trainer.attn_learning_rate,
         **data.trainer_kwargs,
     )
-    r = Run(s, work_dir, data, trainer, None, identity(s, work_dir, data))
+    summary = identity(s, work_dir, data)
+    if earlier is not None:  # never less than the record it continues (until training passes it)
+        summary = replace(summary, train=earlier.train, history=earlier.history)
+    r = Run(s, work_dir, data, trainer, None, summary, earlier)
     if r.main:
         info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint, data.answer_checks)
-        write_json(work_dir / "run_info.json", info)
+        write_json(work_dir / "run_info.json", run_info_of_segment(work_dir / "run_info.json", info, earlier))
         write_summary(work_dir, r.summary)
         r.tracker = start_tracker(
             s.logger,
@@ -119,11 +178,20 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
     return r
 
 
-def train(r: Run) -> tuple[Any, str | None]:
-    """Train (from the newest complete checkpoint when resuming); the model is saved before evaluating."""
-    checkpoint = last_complete_checkpoint(r.work_dir / "checkpoints") if r.work_dir != r.s.run_dir else None
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
+def run_info_of_segment(path: Path, info: dict[str, Any], earlier: RunSummary | None) -> dict[str, Any]:
+    """The run's run_info.json: the first segment's (its command, commit, machine), and each resume's under
+    ``resumed``, so the record says how every part of the run was made."""
+    if earlier is None or not path.is_file():
+        return info
+    try:
+        first = json.loads(path.read_text())
+    except ValueError:
+        return info
+    return {**first, "resumed": [*first.get("resumed", []), info]}
+
+
+def train(r: Run, checkpoint: str | None = None) -> tuple[Any, str | None]:
+    """Train (from ``checkpoint`` when resuming); the model is saved before evaluating."""
     r.trainer.clock = TrainingClock.resumed_from(checkpoint)
     result = r.trainer.train(resume_from_checkpoint=checkpoint)
     if r.main:
@@ -219,14 +287,16 @@ def stopped(r: Run, status: str, error: str) -> None:
         return
     state, segments = r.trainer.state, r.trainer.clock.segments
     timing = Timing(sum(segments), segments, state.global_step, state.epoch or 0.0, None, None, None, 0.0, False)
-    summary = replace(
-        r.summary,
-        status=status,
-        error=error,
-        train=timing,
-        history=state.log_history,
-        routes=attention_routes(r.trainer.model),  # type: ignore[arg-type]
-    )
+    routes = attention_routes(r.trainer.model)  # type: ignore[arg-type]
+    summary = replace(r.summary, status=status, error=error, train=timing, history=state.log_history, routes=routes)
+    before = r.earlier.train if r.earlier is not None else None
+    if r.earlier is not None and before is not None and state.global_step < before.steps:
+        # The resume stopped before it got as far as the run had (a checkpoint that does not load, Ctrl-C
+        # while catching up): the record of how far the run got stays, with why this attempt stopped.
+        was = f"{r.earlier.status}: {r.earlier.error}" if r.earlier.error else r.earlier.status
+        reached = f"the run had reached step {before.steps} ({was})"
+        error = f"a resume stopped at step {state.global_step} ({error}); {reached}"
+        summary = replace(r.summary, status=status, error=error, train=before, history=r.earlier.history, routes=routes)
     write_summary(r.work_dir, summary)
     if r.tracker is not None:
         r.tracker.finish(None)
@@ -348,29 +418,3 @@ def summary_table(summary: RunSummary) -> str:
         rows.append(f"final evaluation: {t.final_eval_runtime_s:.0f} s")
     rows.append(f"run dir: {summary.run_dir}")
     return "\n".join(rows)
-
-
-def resume_dir(s: RunSettings, overrides: list[str]) -> Path | None:
-    """The run directory to continue: ``resume=<dir>``, or for ``resume=true`` the newest earlier run of the
-    same command (same overrides, ignoring ``resume``) that has a checkpoint; None when not resuming."""
-    if s.resume is False or s.resume in ("false", "False", None):
-        return None
-    if isinstance(s.resume, str) and s.resume not in ("true", "True"):
-        path = Path(s.resume)
-        if last_complete_checkpoint(path / "checkpoints") is None:
-            done = (path / "metrics.json").exists() and '"status": "completed"' in (path / "metrics.json").read_text()
-            why = "the run completed (its model is in model/); nothing to resume" if done else "no checkpoint-* folder"
-            raise ConfigError(f"resume={s.resume}: {why} under {path / 'checkpoints'}")
-        return path
-    wanted = sorted(o for o in overrides if not o.startswith("resume="))
-    for candidate in sorted(s.run_dir.parent.iterdir(), reverse=True):
-        if candidate == s.run_dir or not (candidate / ".hydra" / "overrides.yaml").exists():
-            continue
-        theirs = OmegaConf.load(candidate / ".hydra" / "overrides.yaml")
-        same = sorted(str(o) for o in theirs if not str(o).startswith("resume=")) == wanted
-        if same and last_complete_checkpoint(candidate / "checkpoints") is not None:
-            return candidate
-    raise ConfigError(
-        f"resume=true: no earlier run of this command with a checkpoint under {s.run_dir.parent}; "
-        "pass resume=<run dir> to pick one"
-    )

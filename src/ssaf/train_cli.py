@@ -33,11 +33,6 @@ def _run_stamp() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def _command() -> str:
-    """How this run was started, for the message that says how to continue it."""
-    return "python train.py" if Path(sys.argv[0]).name == "train.py" else "ssaf-train"
-
-
 def _train(cfg: DictConfig) -> float | None:
     """One job: check the config, run the pipeline; config and data errors exit 2 (a multirun records them)."""
     global _started
@@ -57,7 +52,9 @@ def _train(cfg: DictConfig) -> float | None:
         from ssaf.pipeline import run
 
         quiet_libraries()
-        summary = run(cfg, run_dir=run_dir, overrides=list(hc.overrides.task))
+        # resume=true looks for this command's earlier run among single runs and the jobs of multiruns
+        search = [Path(hc.run.dir).parent, Path(hc.sweep.dir).parent]
+        summary = run(cfg, run_dir=run_dir, overrides=list(hc.overrides.task), search=search)
     except Exception as e:
         from ssaf.data import DataError  # after the config check: importing it loads datasets (seconds)
 
@@ -66,18 +63,16 @@ def _train(cfg: DictConfig) -> float | None:
         from ssaf.summary import write_rejected
 
         log.error("%s", e)
-        if not (run_dir / "metrics.json").exists():
-            write_rejected(run_dir, str(e))  # Hydra made the folder before ssaf could check the command
+        if run_dir.is_dir() and not (run_dir / "metrics.json").exists():
+            # Hydra made the folder before ssaf could check the command (a refused resume removed it: nothing
+            # is written for it)
+            write_rejected(run_dir, str(e))
         if multirun:
             raise  # let the multirun launcher record the failed job
         sys.exit(2)
     except KeyboardInterrupt:
-        from ssaf.training import last_complete_checkpoint
-
-        checkpoint = last_complete_checkpoint(run_dir / "checkpoints")
-        saved = f"the newest checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
-        overrides = " ".join(hc.overrides.task)
-        log.error("interrupted: %s; continue with: %s %s resume=true", saved, _command(), overrides)
+        # ssaf.pipeline.run has said where the run stands and how to continue it (a Ctrl-C before it began
+        # leaves nothing to continue)
         sys.exit(130)  # a multirun stops too: SystemExit is not a failed job
     # The returned value lets sweepers optimise the headline metric.
     return summary.best["value"]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ssaf import keys
@@ -134,6 +135,17 @@ class TrainingClock:
         (folder / TIMING).write_text(json.dumps({"segments": self.segments}))
 
 
+LOSS = "ssaf_loss.json"  # in each checkpoint: the sum of the training loss over every step up to it
+
+
+def loss_sum_at(checkpoint: Path) -> float | None:
+    """The summed training loss of the steps up to ``checkpoint``; None for a checkpoint of an older ssaf."""
+    try:
+        return float(json.loads((checkpoint / LOSS).read_text())["loss_sum"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised inside the training step, before the optimiser step, so the last checkpoint stays good."""
 
@@ -162,6 +174,9 @@ class SsafTrainer(Trainer):
         self.attn_learning_rate = attn_learning_rate
         self.attention_stats: dict[str, AttentionStats] = {}  # eval prefix -> stats of the last evaluation
         self.clock = TrainingClock()  # the pipeline sets one that counts the earlier segments of a resumed run
+        # The summed loss of the steps before the checkpoint this process resumed from: transformers' train_loss
+        # is the mean over the steps of one train() call, so a resumed run's would cover its last segment only.
+        self.loss_before: float | None = None
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         fresh = self.optimizer is None  # transformers returns an existing optimiser as it is
@@ -174,8 +189,29 @@ class SsafTrainer(Trainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
         folder = Path(str(self.args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        loss_sum = self.loss_sum()  # every process: the not yet logged part is gathered over them
         if self.is_world_process_zero() and folder.is_dir():
             self.clock.write(folder)
+            (folder / LOSS).write_text(json.dumps({"loss_sum": loss_sum, "step": self.state.global_step}))
+
+    def loss_sum(self) -> float:
+        """The summed training loss of every step so far, this process's and those before its checkpoint.
+
+        transformers keeps this call's logged part in ``_total_loss_scalar`` and the part since the last log
+        in ``_tr_loss`` (a tensor, zeroed in place when logged).
+        """
+        # Read as they are (no getattr default): a transformers that renames them fails here, not silently.
+        unlogged = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
+        return (self.loss_before or 0.0) + self._total_loss_scalar + unlogged
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "train_loss" in logs and self.loss_before is not None:  # a resumed run's: the mean over every step
+            logs = {**logs, "train_loss": self.mean_train_loss()}
+        super().log(logs, *args, **kwargs)
+
+    def mean_train_loss(self) -> float:
+        """The mean training loss over every step, once training has ended (``_tr_loss`` is drained then)."""
+        return ((self.loss_before or 0.0) + self._total_loss_scalar) / max(self.state.global_step, 1)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         try:
@@ -234,9 +270,18 @@ class SsafTrainer(Trainer):
             state = TrainerState.load_from_json(str(folder / TRAINER_STATE_NAME))
             if (folder / UNEVALUATED).exists():
                 self.evaluate_checkpoint(folder, state)
+            self.loss_before = loss_sum_at(folder)
+            if self.loss_before is None:
+                logging.getLogger(__name__).warning(
+                    "%s has no %s: train_loss will be the mean over the resumed steps only", folder, LOSS
+                )
             if 0 < state.max_steps <= state.global_step:
                 return self.already_trained(state, folder)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        result = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.loss_before is not None:
+            mean = self.mean_train_loss()
+            result = TrainOutput(result.global_step, mean, {**result.metrics, "train_loss": mean})
+        return result
 
     def already_trained(self, state: TrainerState, folder: Path) -> TrainOutput:
         """Resuming from the last step's checkpoint: nothing is left to train (transformers would take one
@@ -244,6 +289,8 @@ class SsafTrainer(Trainer):
         self.state = state
         best = state.best_model_checkpoint if self.args.load_best_model_at_end else None
         self._load_from_checkpoint(best or str(folder))
+        if self.loss_before is not None:
+            return TrainOutput(state.global_step, self.loss_before / max(state.global_step, 1), {})
         losses = [h["loss"] for h in state.log_history if "loss" in h]  # the logged ones: an approximation
         return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else math.nan, {})
 

@@ -446,7 +446,7 @@ def test_the_paper_protocol_sweeps_lam_on_dev_then_runs_the_seeds_at_each_datase
         r.returncode == 0
         and len(runs) == 2  # the unfinished run resumed, the deleted one run again
         and f"hydra.run.dir={study}/sweep/semeval/sparse_lam0" in runs[0]
-        and runs[1].endswith(f"resume={unfinished} logger.mode=offline hydra.run.dir={unfinished}")
+        and runs[1].endswith(f"resume={unfinished} logger.mode=offline hydra.run.dir={unfinished}.resuming")
     )
     r, _ = protocol(tmp_path, "glue")
     assert r.returncode == 2 and "unknown stage 'glue'" in r.stderr
