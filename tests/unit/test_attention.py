@@ -394,3 +394,24 @@ def test_a_saved_model_loads_with_plain_transformers_and_trust_remote_code(tmp_p
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split()[0] == type(model).__name__
     assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
+
+
+@pytest.mark.parametrize("name", ["softmax", "sparsemax", "sparse"])
+def test_an_additive_float_mask_is_the_boolean_mask(name):
+    """Callers that build their own mask send 0 / finfo.min: the same attention as True / False, padded keys
+    exactly 0 (the adapter turns the float mask into a boolean one for the transform)."""
+    from ssaf.attention import ssaf_attention_forward
+
+    model = tiny_model("bert", SPECS[name])
+    module = next(m for m in model.modules() if getattr(m, "_ssaf_probabilities", None) is not None)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=g) for _ in range(3))
+    allowed = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    allowed[0, ..., 4:] = False  # the first sequence's last two keys are padding
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    with torch.no_grad():
+        out_b, p_b = ssaf_attention_forward(module, q, k, v, allowed, scaling=0.5)
+        out_f, p_f = ssaf_attention_forward(module, q, k, v, additive, scaling=0.5)
+    assert (p_f[0, ..., 4:] == 0).all() and (p_f[~allowed.expand_as(p_f)] == 0).all()
+    torch.testing.assert_close(p_f.sum(-1), torch.ones(2, 4, 6))
+    assert torch.equal(p_f, p_b) and torch.equal(out_f, out_b)
