@@ -65,7 +65,8 @@ def test_every_group_option_composes_and_validates(group, options, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_preset_composes(experiment, tmp_path):
+def test_every_experiment_preset_composes(experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSAF_DATA_DIR", str(tmp_path))  # the CPU presets read local data
     settings(cfg(f"experiment={experiment}"), tmp_path)
 
 
