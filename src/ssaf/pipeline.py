@@ -103,7 +103,10 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
             heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
             trainer.add_callback(
                 TrackingCallback(
-                    r.tracker, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
+                    r.tracker,
+                    stats=lambda: trainer.attention_stats,
+                    heatmap=heatmap if s.logger.log_heatmaps else None,
+                    on_curve=lambda: trainer.on_curve,
                 )
             )
     return r
@@ -135,10 +138,13 @@ def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
     final = last_evaluation_if_best(r.trainer.state)
     reused = final is not None
     try:
-        if final is None:
-            final = r.trainer.evaluate()  # the best checkpoint, loaded at the end of training
-        for split, ds in r.data.tests.items():
-            final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=keys.prefix(split)))
+        # Not points of the training curve: the history and the trackers' curves end with the last training
+        # step's evaluation; these metrics are the run's final ones (metrics.json, the trackers' final/ keys).
+        with r.trainer.off_the_curve():
+            if final is None:
+                final = r.trainer.evaluate()  # the best checkpoint, loaded at the end of training
+            for split, ds in r.data.tests.items():
+                final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=keys.prefix(split)))
     except Exception as e:
         raise RuntimeError(
             f"final evaluation failed ({e.__class__.__name__}: {e}); the trained model is in {r.work_dir / 'model'}"

@@ -52,7 +52,7 @@ def test_every_key_the_dashboard_reads_was_logged_by_a_run(wandb_runs):
     assert missing(d, keys) == []
     # what it checked is not vacuous: the per-head, learned, test and heatmap keys are all among them
     names = {k.name for k in d.referenced()}
-    assert {"eval_test_accuracy", "attention_heatmap", "attn.lam", "run_info.data.source"} <= names
+    assert {"final/eval_test_accuracy", "attention_heatmap", "attn.lam", "run_info.data.source"} <= names
     assert any("learned_alpha/layer1" in n for n in names) and any("attn_entropy/layer1" in n for n in names)
 
 
@@ -84,7 +84,7 @@ def test_dry_run_prints_the_view_and_sends_nothing(capsys, monkeypatch):
     assert main(["--dry-run", "--entity", "me"]) == 0
     out = capsys.readouterr().out
     assert "section 'Attention per layer and head'" in out and "nothing was sent" in out
-    assert "squad: f1" in out and "summary:eval_validation_matched_accuracy" in out  # every task by default
+    assert "squad: f1" in out and "summary:final/eval_validation_matched_accuracy" in out  # every task by default
 
 
 def test_the_workspace_and_report_build_from_the_spec():

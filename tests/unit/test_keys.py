@@ -19,3 +19,4 @@ def test_the_logged_names_are_the_published_ones():
     assert keys.learned("lam", 2, 0) == "learned_lam/layer2/head0"
     assert keys.learned("alpha", 5, 11) == "learned_alpha/layer5/head11"
     assert keys.learned_mean("eval_validation", "lam") == "eval_validation_learned_lam_mean"
+    assert keys.final("eval_validation_accuracy") == "final/eval_validation_accuracy"
