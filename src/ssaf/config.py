@@ -115,10 +115,10 @@ def check_unread(node: DictConfig, path: str = "") -> None:
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         return  # a free-form mapping (task.extra, model.config_overrides, ...): read by its owner
     known = [f.name for f in dataclasses.fields(schema)]
-    for key in node:
+    for key in map(str, node):
         name, child = f"{path}{key}", node[key]  # every value resolves: the schema's objects were just built
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {path}{close[0]}? " if close else ""
             raise ConfigError(
                 f"{name}={child}: no part of the run reads this key ({path.rstrip('.') or 'the config'} has: "
