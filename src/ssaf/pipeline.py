@@ -86,7 +86,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any]) -> Run:
         attn_learning_rate=s.trainer.attn_learning_rate,
         **data.trainer_kwargs,
     )
-    r = Run(s, work_dir, data, trainer, None, identity(s, work_dir, data))
+    r = Run(s, work_dir, data, trainer, None, identity(s, work_dir, data, trainer.args.world_size))
     if r.main:
         info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint)
         write_json(work_dir / "run_info.json", info)
@@ -224,8 +224,8 @@ def selection_metric(s: RunSettings) -> str:
     return keys.metric(s.task.eval_splits[0], s.task.metric_for_best)
 
 
-def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> RunSummary:
-    """The summary of a run that has not produced anything yet: what it is."""
+def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None, world_size: int = 1) -> RunSummary:
+    """The summary of a run that has not produced anything yet: what it is (``world_size``: its processes)."""
     t = s.attn.record
     param = t.param
     return RunSummary(
@@ -256,6 +256,7 @@ def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> Ru
             batch_size=s.trainer.batch_size * s.trainer.gradient_accumulation_steps,
             group_by_length=s.trainer.group_by_length,
             max_eval_samples=s.trainer.max_eval_samples,
+            world_size=world_size,
         ),
         run_dir=str(work_dir),
         data=None

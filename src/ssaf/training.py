@@ -282,15 +282,18 @@ class SsafTrainer(Trainer):
         ignore_keys: Any = None,
         metric_key_prefix: str = "eval",
     ) -> Any:
-        """Trainer's loop over one split, with the attention statistics of exactly its forward passes: stored
-        in ``attention_stats`` and added to the metrics before the evaluation logs them and calls the
-        callbacks' ``on_evaluate`` (which read them, and whose heatmap runs a forward pass that is not
-        measured)."""
+        """Trainer's loop over one split, with the attention statistics of exactly its forward passes (summed
+        over the processes of a torchrun run): stored in ``attention_stats`` and added to the metrics before
+        the evaluation logs them and calls the callbacks' ``on_evaluate`` (which read them, and whose heatmap
+        runs a forward pass that is not measured)."""
         args = (dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if not self.record_stats:
             return super().evaluation_loop(*args)
         with record_attention_stats(self.model, self.stats_sample_every) as stats:  # type: ignore[arg-type]
             output = super().evaluation_loop(*args)
+        if self.args.world_size > 1:  # each process measured its own share of the batches
+            device = self.accelerator.device
+            stats.combine(lambda t: self.accelerator.reduce(t.to(device), reduction="sum").cpu())
         self.attention_stats[metric_key_prefix] = stats
         metrics: dict[str, float] = output.metrics if output.metrics is not None else {}
         metrics.update({keys.stat_mean(metric_key_prefix, k): v for k, v in stats.means().items()})

@@ -415,3 +415,28 @@ def test_an_additive_float_mask_is_the_boolean_mask(name):
     assert (p_f[0, ..., 4:] == 0).all() and (p_f[~allowed.expand_as(p_f)] == 0).all()
     torch.testing.assert_close(p_f.sum(-1), torch.ones(2, 4, 6))
     assert torch.equal(p_f, p_b) and torch.equal(out_f, out_b)
+
+
+def test_attention_stats_of_two_processes_combine_into_those_of_the_whole_evaluation():
+    """torchrun: each process measures its own batches; summed over processes they are the statistics of
+    every batch measured in one process."""
+    model = tiny_model("bert", SPECS["sparsemax"])
+    ids, mask, _ = batch()
+    other_ids, other_mask = torch.flip(ids, [0]), torch.ones_like(mask)
+    with torch.no_grad(), record_attention_stats(model) as whole:
+        model(input_ids=ids, attention_mask=mask)
+        model(input_ids=other_ids, attention_mask=other_mask)
+    shares = []
+    for i, m in ((ids, mask), (other_ids, other_mask)):
+        with torch.no_grad(), record_attention_stats(model) as share:
+            model(input_ids=i, attention_mask=m)
+        shares.append(share)
+    sent: list[torch.Tensor] = []
+    shares[1].combine(lambda t: sent.append(t.clone()) or t)  # what the second process contributes
+    received = iter(sent)
+    shares[0].combine(lambda t: t + next(received))  # an all-reduce sum, as the first process sees it
+    assert (
+        (shares[0].batches_seen, shares[0].batches_measured) == (whole.batches_seen, whole.batches_measured) == (2, 2)
+    )
+    for stat, layers in whole.summary().items():
+        torch.testing.assert_close(torch.tensor(shares[0].summary()[stat]), torch.tensor(layers), atol=2e-6, rtol=0)
