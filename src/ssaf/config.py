@@ -63,8 +63,10 @@ class RunSettings:
         return self.attn.name
 
 
-def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
-    """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message."""
+def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSettings:
+    """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message.
+    ``warn``: log the settings that have no effect (train.py checks the config first without them, so that
+    the run, which builds its settings again, says each once)."""
     try:
         c: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]  # runs every __post_init__
     except (ValueError, TypeError) as e:
@@ -80,7 +82,7 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
             f"trainer.max_seq_length={t.max_seq_length} exceeds the {m.max_positions} positions of "
             f"model {m.name}; use a value <= {m.max_positions}"
         )
-    if t.attn_learning_rate is not None and not c.attn.learned:
+    if warn and t.attn_learning_rate is not None and not c.attn.learned:
         # A warning, not an error: a multirun over attn=softmax,learned_alpha shares the override.
         log.warning(
             "trainer.attn_learning_rate=%g has no effect: attn=%s learns no alpha or lam",
@@ -89,7 +91,8 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
         )
     if c.task.kind == "qa" and c.task.test_splits:
         raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
-    check_other_params(c.attn)
+    if warn:
+        check_other_params(c.attn)
     check_length(c.task, t)
     check_data(c.data)
     check_precision(t.precision)

@@ -124,6 +124,20 @@ def test_a_sequence_length_below_what_the_task_needs_is_refused_at_composition(o
     )
 
 
+def test_the_command_line_names_a_parameter_of_another_transform_once(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "train.py", "experiment=smoke", "attn=softmax", "attn.lam=-2", "trainer.max_steps=1",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    said = [line for line in (r.stderr + r.stdout).splitlines() if "has no effect" in line]
+    assert len(said) == 1 and "attn.lam=-2.0 has no effect: attn=softmax has no parameter" in said[0], said
+
+
 def test_the_command_line_says_which_key_no_part_of_the_run_reads(tmp_path):
     import subprocess
     import sys
