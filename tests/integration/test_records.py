@@ -184,11 +184,15 @@ def tensorboard_run(run_dir: Path, *overrides: str) -> tuple[dict, dict[str, dic
     return json.loads((run_dir / "metrics.json").read_text()), scalars
 
 
-@pytest.mark.parametrize("steps,evals", [(4, [2, 4]), (2, [2])], ids=["two evaluations", "one evaluation"])
-def test_per_head_statistics_are_logged_at_the_step_that_measured_them(steps, evals, tmp_path):
+@pytest.mark.parametrize(
+    "task,steps,evals",
+    [("sst2", 4, [2, 4]), ("sst2", 2, [2]), ("squad", 2, [2])],
+    ids=["two evaluations", "one evaluation", "squad, one evaluation"],
+)
+def test_per_head_statistics_are_logged_at_the_step_that_measured_them(task, steps, evals, tmp_path):
     from ssaf import keys
 
-    _, scalars = tensorboard_run(tmp_path, f"trainer.max_steps={steps}", "trainer.eval_every=2")
+    _, scalars = tensorboard_run(tmp_path, f"task={task}", f"trainer.max_steps={steps}", "trainer.eval_every=2")
     p = keys.prefix("validation")
     for stat in keys.STATS:
         heads = {k: v for k, v in scalars.items() if k.startswith(keys.head_stat(p, stat, "", "")[: -len("/head")])}
