@@ -119,6 +119,8 @@ def check_unread(node: DictConfig, path: str = "") -> None:
         return  # a free-form mapping (task.extra, model.config_overrides, ...): read by its owner
     known = [f.name for f in dataclasses.fields(schema)]
     for key in map(str, node):
+        if not path and key == "hydra":
+            continue  # Hydra's own node (present when composed with return_hydra_config): Hydra reads it
         name, child = f"{path}{key}", node[key]  # every value resolves: the schema's objects were just built
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
