@@ -1,4 +1,5 @@
-"""The trainer: transformers.Trainer plus attention statistics at evaluation and a stop on non-finite loss."""
+"""The trainer: transformers.Trainer plus attention statistics at each evaluation (summed over torchrun processes),
+final evaluations kept off the training curve, and a stop on non-finite loss."""
 
 from __future__ import annotations
 
