@@ -377,6 +377,19 @@ class AttentionStats:
         self._sums[layer] = self._sums.get(layer, 0) + stats.cpu()
         self._rows[layer] = self._rows.get(layer, 0) + w.sum(dim=(0, 2, 3)).cpu()
 
+    def combine(self, total: Callable[[Tensor], Tensor]) -> None:
+        """Turn each process's share into the statistics of the whole evaluation (torchrun: every process
+        measured its own batches). ``total`` sums a tensor over the processes; every process calls this, with
+        the same layers and heads."""
+        measured, seen = sorted(self._sums), sorted(self._calls)
+        if measured:
+            packed = total(torch.stack([torch.cat([self._sums[i], self._rows[i][None]]) for i in measured]))
+            for j, i in enumerate(measured):  # packed: (layers, 3 sums + rows, H)
+                self._sums[i], self._rows[i] = packed[j, :3], packed[j, 3]
+        if seen:
+            calls = total(torch.tensor([float(self._calls[i]) for i in seen], dtype=torch.float64))
+            self._calls = {i: int(c) for i, c in zip(seen, calls.tolist(), strict=True)}
+
     def summary(self) -> dict[str, list[list[float]]]:
         """``{"zero_fraction" | "support" | "entropy": [[value per head] per layer]}`` (means over rows)."""
         out: dict[str, list[list[float]]] = {name: [] for name in keys.STATS}  # the order stacked in update()

@@ -2,13 +2,16 @@
 
 Hydra composes the config against the schema of ``ssaf.settings`` (types, unknown keys); here it becomes
 those objects (their ``__post_init__`` checks ranges) and the checks that span groups run: sequence length
-against the model, local data without a folder, a model folder that is missing or holds no model,
-precision without a GPU, W&B online without a key or a server. Each error names the key, the value and
-the fix. Imports no torch and no transformers.
+against the model and the task, local data without a folder, a model folder that is missing or holds no
+model, precision without a GPU, W&B online without a key or a server, a key no part of the run reads
+(``+attn.lamda=-2``: an error; a parameter of another transform: a warning). Each error names the key, the
+value and the fix. Imports no torch and no transformers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib.util
 import logging
 import os
@@ -20,7 +23,9 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssaf import registry
 from ssaf.settings import (
+    AttentionSpec,
     AttnSettings,
     DataSettings,
     LoggerSettings,
@@ -59,8 +64,10 @@ class RunSettings:
         return self.attn.name
 
 
-def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
-    """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message."""
+def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSettings:
+    """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message.
+    ``warn``: log the settings that have no effect (train.py checks the config first without them, so that
+    the run, which builds its settings again, says each once)."""
     try:
         c: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]  # runs every __post_init__
     except (ValueError, TypeError) as e:
@@ -69,13 +76,14 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
         raise ConfigError(str(e).splitlines()[0]) from e
     if not isinstance(c, RunConfig):
         raise ConfigError("the config was not composed against ssaf's schema: call ssaf.settings.register_configs()")
+    check_unread(cfg)
     t, m = c.trainer, c.model
     if t.max_seq_length > m.max_positions:
         raise ConfigError(
             f"trainer.max_seq_length={t.max_seq_length} exceeds the {m.max_positions} positions of "
             f"model {m.name}; use a value <= {m.max_positions}"
         )
-    if t.attn_learning_rate is not None and not c.attn.learned:
+    if warn and t.attn_learning_rate is not None and not c.attn.learned:
         # A warning, not an error: a multirun over attn=softmax,learned_alpha shares the override.
         log.warning(
             "trainer.attn_learning_rate=%g has no effect: attn=%s learns no alpha or lam",
@@ -84,6 +92,9 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
         )
     if c.task.kind == "qa" and c.task.test_splits:
         raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
+    if warn:
+        check_other_params(c.attn)
+    check_length(c.task, t)
     check_data(c.data)
     check_precision(t.precision)
     check_logger(c.logger)
@@ -98,6 +109,66 @@ def settings(cfg: DictConfig, run_dir: str | Path) -> RunSettings:
         resume=c.resume_target,
         run_dir=Path(run_dir),
     )
+
+
+def check_unread(node: DictConfig, path: str = "") -> None:
+    """Every key of the composed config is a field of the schema. Hydra's ``+key=value`` adds a key the
+    schema lacks (its own hint for a typo suggests it), and turning the config into the schema's objects
+    drops it silently: the run would go on without the value."""
+    schema = OmegaConf.get_type(node)
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return  # a free-form mapping (task.extra, model.config_overrides, ...): read by its owner
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in map(str, node):
+        if not path and key == "hydra":
+            continue  # Hydra's own node (present when composed with return_hydra_config): Hydra reads it
+        name, child = f"{path}{key}", node[key]  # every value resolves: the schema's objects were just built
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {path}{close[0]}? " if close else ""
+            raise ConfigError(
+                f"{name}={child}: no part of the run reads this key ({path.rstrip('.') or 'the config'} has: "
+                f"{', '.join(known)}); {hint}remove it or correct its name"
+            )
+        if isinstance(child, DictConfig):
+            check_unread(child, f"{name}.")
+
+
+def check_other_params(a: AttnSettings) -> None:
+    """A warning (not an error: a multirun over several attentions shares its overrides) for a parameter
+    set away from its default that the chosen transform does not read, e.g. ``attn=softmax attn.lam=-2``."""
+    own = a.record.param
+    for name in sorted({t.param for t in registry.TRANSFORMS.values() if t.param} - {own}):
+        default = next(f.default for f in dataclasses.fields(AttentionSpec) if f.name == name)
+        if getattr(a, name) != default:
+            reads = f"reads {own} only" if own else "has no parameter"
+            log.warning("attn.%s=%s has no effect: attn=%s %s", name, getattr(a, name), a.name, reads)
+
+
+# A sequence holds at least one token of each text and the special tokens the model adds around them: at
+# most 2 for one text ([CLS] a [SEP]) and 4 for a pair (RoBERTa's <s> a </s></s> b </s>) in the families
+# ssaf supports. Below that the tokenizer cannot truncate and silently keeps the full lengths.
+SPECIAL_TOKENS = {1: 2, 2: 4}
+
+
+def check_length(task: TaskSpec, t: TrainerSettings) -> None:
+    """trainer.max_seq_length against what the task needs (QA: room for windows that overlap by doc_stride)."""
+    texts = len(task.text_fields)
+    need = texts + SPECIAL_TOKENS[texts]
+    if t.max_seq_length < need:
+        raise ConfigError(
+            f"trainer.max_seq_length={t.max_seq_length} is below the {need} tokens task {task.name} needs (one "
+            f"token of each of its {texts} text(s) and the model's special tokens); use a value >= {need} "
+            f"(the task's own is {task.max_seq_length})"
+        )
+    if task.kind == "qa":
+        stride = int(task.extra.get("doc_stride", 128))
+        if not 0 <= stride < t.max_seq_length // 2:
+            raise ConfigError(
+                f"task.extra.doc_stride={stride} must be below half of trainer.max_seq_length={t.max_seq_length} "
+                f"(windows overlap by the stride); use trainer.max_seq_length >= {2 * stride + 2} or a smaller "
+                "task.extra.doc_stride"
+            )
 
 
 def check_data(d: DataSettings) -> None:

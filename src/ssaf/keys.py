@@ -38,3 +38,9 @@ def learned(name: str, layer: int | str, head: int | str) -> str:
 def learned_mean(eval_prefix: str, name: str) -> str:
     """A learned parameter's mean over layers and heads at an evaluation, e.g. ``eval_validation_learned_lam_mean``."""
     return f"{eval_prefix}_learned_{name}_mean"
+
+
+def final(name: str) -> str:
+    """A metric of the selected checkpoint's final evaluation, e.g. ``final/eval_validation_accuracy``: the
+    W&B summary and TensorBoard key, never a point of the curve logged under ``name`` during training."""
+    return f"final/{name}"

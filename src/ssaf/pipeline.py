@@ -152,7 +152,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
         attn_learning_rate=s.trainer.attn_learning_rate,
         **data.trainer_kwargs,
     )
-    summary = identity(s, work_dir, data)
+    summary = identity(s, work_dir, data, trainer.args.world_size)
     if earlier is not None:  # never less than the record it continues (until training passes it)
         summary = replace(summary, train=earlier.train, history=earlier.history)
     r = Run(s, work_dir, data, trainer, None, summary, earlier)
@@ -172,7 +172,10 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
             heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
             trainer.add_callback(
                 TrackingCallback(
-                    r.tracker, stats=lambda: trainer.attention_stats, heatmap=heatmap if s.logger.log_heatmaps else None
+                    r.tracker,
+                    stats=lambda: trainer.attention_stats,
+                    heatmap=heatmap if s.logger.log_heatmaps else None,
+                    on_curve=lambda: trainer.on_curve,
                 )
             )
     return r
@@ -213,10 +216,13 @@ def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
     final = last_evaluation_if_best(r.trainer.state)
     reused = final is not None
     try:
-        if final is None:
-            final = r.trainer.evaluate()  # the best checkpoint, loaded at the end of training
-        for split, ds in r.data.tests.items():
-            final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=keys.prefix(split)))
+        # Not points of the training curve: the history and the trackers' curves end with the last training
+        # step's evaluation; these metrics are the run's final ones (metrics.json, the trackers' final/ keys).
+        with r.trainer.off_the_curve():
+            if final is None:
+                final = r.trainer.evaluate()  # the best checkpoint, loaded at the end of training
+            for split, ds in r.data.tests.items():
+                final.update(r.trainer.evaluate(eval_dataset=ds, metric_key_prefix=keys.prefix(split)))
     except Exception as e:
         raise RuntimeError(
             f"final evaluation failed ({e.__class__.__name__}: {e}); the trained model is in {r.work_dir / 'model'}"
@@ -310,8 +316,8 @@ def selection_metric(s: RunSettings) -> str:
     return keys.metric(s.task.eval_splits[0], s.task.metric_for_best)
 
 
-def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> RunSummary:
-    """The summary of a run that has not produced anything yet: what it is."""
+def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None, world_size: int = 1) -> RunSummary:
+    """The summary of a run that has not produced anything yet: what it is (``world_size``: its processes)."""
     t = s.attn.record
     param = t.param
     return RunSummary(
@@ -343,6 +349,7 @@ def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None) -> Ru
             batch_size=s.trainer.batch_size * s.trainer.gradient_accumulation_steps,
             group_by_length=s.trainer.group_by_length,
             max_eval_samples=s.trainer.max_eval_samples,
+            world_size=world_size,
         ),
         run_dir=str(work_dir),
         data=None

@@ -92,20 +92,33 @@ class Budget:
     max_steps: int
     max_seq_length: int
     learning_rate: float
-    batch_size: int
+    batch_size: int  # per process and optimiser step (the batch times gradient accumulation)
     group_by_length: bool = False
     max_eval_samples: int | None = None
+    world_size: int = 1  # processes training data-parallel (torchrun); 1 in records that predate it
+    global_batch: int | None = None  # examples per optimiser step: batch_size * world_size (filled in if None)
+
+    def __post_init__(self) -> None:
+        product = self.batch_size * self.world_size
+        if self.global_batch is None:
+            object.__setattr__(self, "global_batch", product)
+        elif self.global_batch != product:
+            raise ValueError(
+                f"budget: global_batch={self.global_batch} is not batch_size x world_size = "
+                f"{self.batch_size} x {self.world_size}"
+            )
 
     @property
     def label(self) -> str:
-        """The caps in a few words, e.g. ``8000 train ex, 1 ep, len 64, lr 5e-05, batch 32``."""
+        """The caps in a few words, e.g. ``8000 train ex, 1 ep, len 64, lr 5e-05, batch 32`` (``batch 32 = 2 x 16``
+        for two processes: a run's global batch, so runs at different ones are never one group)."""
         size = f"{self.max_steps} steps" if self.max_steps > 0 else f"{self.epochs:g} ep"
         parts = [
             f"{self.max_train_samples or 'all'} train ex",
             size,
             f"len {self.max_seq_length}",
             f"lr {self.learning_rate:g}",
-            f"batch {self.batch_size}",
+            f"batch {self.global_batch}" + (f" = {self.world_size} x {self.batch_size}" if self.world_size > 1 else ""),
         ]
         if self.max_eval_samples:
             parts.append(f"{self.max_eval_samples} eval ex")

@@ -98,7 +98,7 @@ class WandbTracker:
 
     def finish(self, final: dict[str, float] | None) -> None:
         if final is not None:
-            self.run.summary.update(_finite(final))
+            self.run.summary.update({keys.final(k): v for k, v in _finite(final).items()})
         self.run.finish(exit_code=0 if final is not None else 1)
 
 
@@ -138,7 +138,7 @@ class TensorBoardTracker:
 
     def finish(self, final: dict[str, float] | None) -> None:
         for k, v in _finite(final or {}).items():
-            self.writer.add_scalar(f"final/{k}", v, self.step)
+            self.writer.add_scalar(keys.final(k), v, self.step)
         self.writer.close()
 
 
@@ -152,14 +152,21 @@ class TrackingCallback(TrainerCallback):
 
     Args:
         tracker: where the values go.
-        stats: returns the trainer's attention statistics of the last evaluation, per eval prefix.
+        stats: returns the trainer's attention statistics per eval prefix (each split's is stored before
+            its evaluation calls ``on_evaluate``).
         heatmap: draws a matplotlib figure of the model's attention on a fixed example, or None.
+        on_curve: whether the trainer's evaluations are points of the training curve now; the final
+            evaluation of the selected checkpoint is not, and reaches the tracker through ``finish``.
     """
 
     def __init__(
-        self, tracker: Tracker, stats: Callable[[], dict[str, Any]], heatmap: Callable[[Any], Any] | None
+        self,
+        tracker: Tracker,
+        stats: Callable[[], dict[str, Any]],
+        heatmap: Callable[[Any], Any] | None,
+        on_curve: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.tracker, self.stats, self.heatmap = tracker, stats, heatmap
+        self.tracker, self.stats, self.heatmap, self.on_curve = tracker, stats, heatmap, on_curve
         self._last_step = -1
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
@@ -167,28 +174,31 @@ class TrackingCallback(TrainerCallback):
             self.tracker.scalars(_finite(logs), state.global_step)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
-        # Called once per eval split; the per-model pictures are logged once per step.
-        if not state.is_world_process_zero or state.global_step == self._last_step:
+        if not state.is_world_process_zero or not self.on_curve():
             return
-        self._last_step = state.global_step
+        # Called once per eval split, after that split's statistics are stored: its own per-head values.
         payload: dict[str, float] = {}
         for prefix, stats in self.stats().items():
+            if keys.stat_mean(prefix, keys.STATS[0]) not in (metrics or {}):
+                continue  # another split's, from this or an earlier evaluation
             for stat, layers in stats.summary().items():
                 for li, heads in enumerate(layers):
                     for hi, v in enumerate(heads):
                         payload[keys.head_stat(prefix, stat, li, hi)] = v
-        for name, layers in learned_values(kw["model"]).items():
-            for li, heads in enumerate(layers):
-                for hi, v in enumerate(heads):
-                    payload[keys.learned(name, li, hi)] = v
+        if state.global_step != self._last_step:  # the per-model values and picture, once per step
+            self._last_step = state.global_step
+            for name, layers in learned_values(kw["model"]).items():
+                for li, heads in enumerate(layers):
+                    for hi, v in enumerate(heads):
+                        payload[keys.learned(name, li, hi)] = v
+            if self.heatmap is not None:
+                import matplotlib.pyplot as plt
+
+                fig = self.heatmap(kw["model"])
+                self.tracker.figure(keys.HEATMAP, fig, state.global_step)
+                plt.close(fig)
         if payload:
             self.tracker.scalars(payload, state.global_step)
-        if self.heatmap is not None:
-            import matplotlib.pyplot as plt
-
-            fig = self.heatmap(kw["model"])
-            self.tracker.figure(keys.HEATMAP, fig, state.global_step)
-            plt.close(fig)
 
 
 def git_sha() -> str | None:

@@ -44,7 +44,8 @@ def _train(cfg: DictConfig) -> float | None:
     multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
     run_dir = Path(hc.runtime.output_dir)
     try:
-        check_environment(settings(cfg, run_dir))  # every config error now, in seconds, before torch loads
+        # every config error now, in seconds, before torch loads (the run says what has no effect)
+        check_environment(settings(cfg, run_dir, warn=False))
         import matplotlib
 
         matplotlib.use("Agg")  # the attention heatmaps logged to W&B are files, never windows

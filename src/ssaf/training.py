@@ -1,4 +1,5 @@
-"""The trainer: transformers.Trainer plus attention statistics at evaluation and a stop on non-finite loss."""
+"""The trainer: transformers.Trainer plus attention statistics at each evaluation (summed over torchrun processes),
+final evaluations kept off the training curve, and a stop on non-finite loss."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +180,7 @@ class SsafTrainer(Trainer):
         # The summed loss of the steps before the checkpoint this process resumed from: transformers' train_loss
         # is the mean over the steps of one train() call, so a resumed run's would cover its last segment only.
         self.loss_before: float | None = None
+        self.on_curve = True  # evaluations are logged at their step (see off_the_curve)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         fresh = self.optimizer is None  # transformers returns an existing optimiser as it is
@@ -205,6 +209,8 @@ class SsafTrainer(Trainer):
         return (self.loss_before or 0.0) + self._total_loss_scalar + unlogged
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if not self.on_curve:  # see off_the_curve
+            return
         if "train_loss" in logs and self.loss_before is not None:  # a resumed run's: the mean over every step
             logs = {**logs, "train_loss": self.mean_train_loss()}
         super().log(logs, *args, **kwargs)
@@ -316,19 +322,47 @@ class SsafTrainer(Trainer):
         target = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(target, dict):  # Trainer loops over the splits and calls back here for each
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        return self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: Any = None,
+        metric_key_prefix: str = "eval",
+    ) -> Any:
+        """Trainer's loop over one split, with the attention statistics of exactly its forward passes (summed
+        over the processes of a torchrun run): stored in ``attention_stats`` and added to the metrics before
+        the evaluation logs them and calls the callbacks' ``on_evaluate`` (which read them, and whose heatmap
+        runs a forward pass that is not measured)."""
+        args = (dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if not self.record_stats:
-            return self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
+            return super().evaluation_loop(*args)
         with record_attention_stats(self.model, self.stats_sample_every) as stats:  # type: ignore[arg-type]
-            metrics = self.evaluate_split(eval_dataset, ignore_keys, metric_key_prefix)
+            output = super().evaluation_loop(*args)
+        if self.args.world_size > 1:  # each process measured its own share of the batches
+            device = self.accelerator.device
+            stats.combine(lambda t: self.accelerator.reduce(t.to(device), reduction="sum").cpu())
         self.attention_stats[metric_key_prefix] = stats
-        extra = {keys.stat_mean(metric_key_prefix, k): v for k, v in stats.means().items()}
-        extra[keys.stat_mean(metric_key_prefix, "batches_measured")] = stats.batches_measured
+        metrics: dict[str, float] = output.metrics if output.metrics is not None else {}
+        metrics.update({keys.stat_mean(metric_key_prefix, k): v for k, v in stats.means().items()})
+        metrics[keys.stat_mean(metric_key_prefix, "batches_measured")] = stats.batches_measured
         for name, values in learned_values(self.model).items():  # type: ignore[arg-type]
             flat = [v for layer in values for v in layer]
-            extra[keys.learned_mean(metric_key_prefix, name)] = sum(flat) / len(flat)
-        metrics.update(extra)
-        self.log(extra)
-        return metrics
+            metrics[keys.learned_mean(metric_key_prefix, name)] = sum(flat) / len(flat)
+        return output._replace(metrics=metrics)
+
+    @contextmanager
+    def off_the_curve(self) -> Iterator[None]:
+        """Evaluations inside are not points of the training curve (the selected checkpoint evaluated again
+        at the end, the test splits): they return their metrics and log nothing, to the history or to a
+        tracker; the run records them as its final metrics."""
+        self.on_curve = False
+        try:
+            yield
+        finally:
+            self.on_curve = True
 
     def evaluate_split(self, eval_dataset: Any, ignore_keys: Any, metric_key_prefix: str) -> dict[str, float]:
         """Evaluate one split (a dataset, or the name of one of the trainer's eval datasets)."""
@@ -371,7 +405,7 @@ class QATrainer(SsafTrainer):
             ignore_keys=ignore_keys,
             metric_key_prefix=metric_key_prefix,
         )
-        start, end = output.predictions[0], output.predictions[1]  # type: ignore[misc]
+        start, end = output.predictions[0], output.predictions[1]
         preds = postprocess_predictions(examples, features, start, end, self.n_best, self.max_answer_length)
         scores = self.metric.compute(
             predictions=[{"id": k, "prediction_text": v} for k, v in preds.items()],

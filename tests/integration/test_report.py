@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from ssaf import keys
 from ssaf.config import settings
 from ssaf.pipeline import identity
 from ssaf.report import best_param, differences, find_run_dirs, group_runs, load_run, write_report
@@ -269,7 +270,8 @@ def test_compare_cli_reports_an_empty_root_clearly(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
-def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path):
+def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSAF_DATA_DIR", str(tmp_path))  # the CPU presets read local data
     sweep = yaml.safe_load(path.read_text())
     assert sweep["program"] == "train.py"
     assert "${args_no_hyphens}" in sweep["command"], "Hydra takes key=value, not --key=value"
@@ -289,7 +291,8 @@ def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path):
             cfg = compose("config", overrides=overrides)
         s = settings(cfg, tmp_path)
         assert s.attn_name == dict(o.split("=", 1) for o in overrides)["attn"]
-    assert sweep["metric"]["name"] == f"eval_{s.task.eval_splits[0]}_{s.task.metric_for_best}"
+    # the selected checkpoint's metric, in the run summary (the last evaluation's is the curve's last point)
+    assert sweep["metric"]["name"] == keys.final(keys.metric(s.task.eval_splits[0], s.task.metric_for_best))
 
 
 def test_multirun_runs_every_job_and_lists_the_failed_one(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from ssaf import keys
 from ssaf.config import ConfigError, settings
 from ssaf.pipeline import run
 from ssaf.training import EvaluationFailedError, NonFiniteLossError, SsafTrainer
@@ -65,7 +66,8 @@ def test_every_group_option_composes_and_validates(group, options, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_preset_composes(experiment, tmp_path):
+def test_every_experiment_preset_composes(experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSAF_DATA_DIR", str(tmp_path))  # the CPU presets read local data
     settings(cfg(f"experiment={experiment}"), tmp_path)
 
 
@@ -469,10 +471,27 @@ def test_resume_true_without_an_earlier_run_says_so_and_starts_it(tmp_path):
 
 
 def test_torchrun_two_processes_train_data_parallel(tmp_path):
+    """Two processes at batch 16 against one at batch 32: the same global batch, and the same 32 examples
+    at each step (process i takes batch i of every pair). With dropout off and a learning rate far below the
+    weights' last bit (1e-12 times Adam's unit step), the model stays its seeded init, so both runs compute
+    the same losses and gradients on the same examples, and the same evaluations (64 examples: one batch of
+    32 per process, none padded with repeats). They agree up to fp32 summation order (~1e-6 relative);
+    a process-count error (a sum over processes instead of a mean, one process's half of the statistics)
+    moves them by far more than the 1e-4 allowed."""
+    from ssaf.report.runs import load_run
+    from ssaf.report.stats import group_runs
+
+    same = [
+        "experiment=smoke",
+        "trainer.learning_rate=1e-12",
+        "+model.config_overrides.hidden_dropout_prob=0.0",
+        "+model.config_overrides.attention_probs_dropout_prob=0.0",
+        "trainer.max_eval_samples=64",
+    ]
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
     r = subprocess.run(
-        [*cmd, "experiment=smoke", f"hydra.run.dir={out}"],
+        [*cmd, *same, f"hydra.run.dir={out}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -480,18 +499,37 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stderr[-4000:]
-    m = read(out)
-    assert m["status"] == "completed" and m["train"]["steps"] == 12
-    # Two ranks at batch 16 each: 12 steps see 384 examples, i.e. 1.5 epochs of the 256 capped ones.
-    assert m["train"]["epochs"] == pytest.approx(1.5, abs=0.01)
-    # The losses and gradient norms are the single process's: not multiplied by the number of processes
     single = tmp_path / "single"
-    r = run_cli("experiment=smoke", f"hydra.run.dir={single}")
+    r = run_cli(*same, "trainer.batch_size=32", f"hydra.run.dir={single}")
     assert r.returncode == 0, r.stderr[-3000:]
-    for key in ("loss", "eval_validation_loss", "grad_norm"):
-        one = [h[key] for h in read(single)["history"] if key in h]
-        two = [h[key] for h in m["history"] if key in h]
-        assert one and two and max(two) < 1.5 * max(one), f"{key}: 2 processes {two}, 1 process {one}"
+    two, one = read(out), read(single)
+    for m in (one, two):
+        assert m["status"] == "completed" and m["train"]["steps"] == 12
+        # 12 steps of 32 examples see 384, i.e. 1.5 epochs of the 256 capped ones
+        assert m["train"]["epochs"] == pytest.approx(1.5, abs=0.01)
+    assert (two["budget"]["world_size"], two["budget"]["batch_size"], two["budget"]["global_batch"]) == (2, 16, 32)
+    assert (one["budget"]["world_size"], one["budget"]["batch_size"], one["budget"]["global_batch"]) == (1, 32, 32)
+    # the evaluations: the same model on the same examples, gathered over both processes
+    evals = [keys.metric("validation", "loss"), *(keys.stat_mean(keys.prefix("validation"), s) for s in keys.STATS)]
+    for key in evals:
+        a = [(h["step"], h[key]) for h in one["history"] if key in h]
+        b = [(h["step"], h[key]) for h in two["history"] if key in h]
+        assert [s for s, _ in a] == [s for s, _ in b] == [6, 12], key
+        for (_, x), (_, y) in zip(a, b, strict=True):
+            assert y == pytest.approx(x, rel=1e-4), f"{key}: 2 processes {b}, 1 process {a}"
+    measured = keys.stat_mean(keys.prefix("validation"), "batches_measured")
+    assert one["final"][measured] == two["final"][measured] == 2  # 64 examples in batches of 32, over both
+    for stat, layers in one["attention"][keys.prefix("validation")].items():
+        got = torch.tensor(two["attention"][keys.prefix("validation")][stat])
+        torch.testing.assert_close(got, torch.tensor(layers), atol=1e-4, rtol=1e-4, msg=stat)
+    # training: each step's loss and gradient norm are those of the same 32 examples, averaged over processes
+    for key in ("loss", "grad_norm"):
+        a = [h[key] for h in one["history"] if key in h]
+        b = [h[key] for h in two["history"] if key in h]
+        assert len(a) == len(b) == 6 and b == pytest.approx(a, rel=1e-4), f"{key}: 2 processes {b}, 1 process {a}"
+    # ssaf-compare: a different budget (two processes), so neither run is the other's duplicate
+    groups = group_runs([load_run(out), load_run(single)])
+    assert sorted(len(g.runs) for g in groups) == [1, 1]
 
 
 @pytest.mark.parametrize("grouped", [False, True])

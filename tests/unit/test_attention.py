@@ -486,3 +486,49 @@ def test_softmax_on_sdpa_on_cuda_gives_zeros_for_rows_with_nothing_to_attend(mas
     for name, r, a in zip(["out", "dq", "dk", "dv"], reference, got, strict=True):
         assert torch.isfinite(a).all() and (a[1] == 0).all(), name
         torch.testing.assert_close(a.double(), r, atol=tol, rtol=tol, msg=name)
+
+
+@pytest.mark.parametrize("name", ["softmax", "sparsemax", "sparse"])
+def test_an_additive_float_mask_is_the_boolean_mask(name):
+    """Callers that build their own mask send 0 / finfo.min: the same attention as True / False, padded keys
+    exactly 0 (the adapter turns the float mask into a boolean one for the transform)."""
+    from ssaf.attention import ssaf_attention_forward
+
+    model = tiny_model("bert", SPECS[name])
+    module = next(m for m in model.modules() if getattr(m, "_ssaf_probabilities", None) is not None)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=g) for _ in range(3))
+    allowed = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    allowed[0, ..., 4:] = False  # the first sequence's last two keys are padding
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    with torch.no_grad():
+        out_b, p_b = ssaf_attention_forward(module, q, k, v, allowed, scaling=0.5)
+        out_f, p_f = ssaf_attention_forward(module, q, k, v, additive, scaling=0.5)
+    assert (p_f[0, ..., 4:] == 0).all() and (p_f[~allowed.expand_as(p_f)] == 0).all()
+    torch.testing.assert_close(p_f.sum(-1), torch.ones(2, 4, 6))
+    assert torch.equal(p_f, p_b) and torch.equal(out_f, out_b)
+
+
+def test_attention_stats_of_two_processes_combine_into_those_of_the_whole_evaluation():
+    """torchrun: each process measures its own batches; summed over processes they are the statistics of
+    every batch measured in one process."""
+    model = tiny_model("bert", SPECS["sparsemax"])
+    ids, mask, _ = batch()
+    other_ids, other_mask = torch.flip(ids, [0]), torch.ones_like(mask)
+    with torch.no_grad(), record_attention_stats(model) as whole:
+        model(input_ids=ids, attention_mask=mask)
+        model(input_ids=other_ids, attention_mask=other_mask)
+    shares = []
+    for i, m in ((ids, mask), (other_ids, other_mask)):
+        with torch.no_grad(), record_attention_stats(model) as share:
+            model(input_ids=i, attention_mask=m)
+        shares.append(share)
+    sent: list[torch.Tensor] = []
+    shares[1].combine(lambda t: sent.append(t.clone()) or t)  # what the second process contributes
+    received = iter(sent)
+    shares[0].combine(lambda t: t + next(received))  # an all-reduce sum, as the first process sees it
+    assert (
+        (shares[0].batches_seen, shares[0].batches_measured) == (whole.batches_seen, whole.batches_measured) == (2, 2)
+    )
+    for stat, layers in whole.summary().items():
+        torch.testing.assert_close(torch.tensor(shares[0].summary()[stat]), torch.tensor(layers), atol=2e-6, rtol=0)

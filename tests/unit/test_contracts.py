@@ -36,6 +36,14 @@ def test_the_trainer_calls_save_checkpoint_and_evaluate_where_ssaf_hooks_in():
     assert "self._save_checkpoint(" in source, "Trainer no longer saves through _save_checkpoint: see SsafTrainer"
 
 
+def test_the_trainer_evaluates_through_evaluation_loop_then_logs_then_calls_on_evaluate():
+    # SsafTrainer.evaluation_loop stores a split's attention statistics, which the tracking callback's
+    # on_evaluate reads; SsafTrainer.log keeps the final evaluation off the training curve.
+    source = inspect.getsource(Trainer.evaluate)
+    order = [source.find(s) for s in ("self.evaluation_loop(", "self.log(", "callback_handler.on_evaluate(")]
+    assert -1 not in order and order == sorted(order), "Trainer.evaluate changed: see SsafTrainer.evaluation_loop"
+
+
 def test_hydra_job_return_still_carries_the_failed_jobs_exception():
     from hydra.core.utils import JobReturn, JobStatus
 

@@ -143,6 +143,22 @@ def test_malformed_row_names_file_and_line(tmp_path):
         load_task_data(task("sst2"), "local", str(tmp_path), ("validation",))
 
 
+@pytest.mark.parametrize(
+    "name,path,text,where",
+    [
+        # a blank line is skipped but still counted: the error names the line an editor shows
+        ("snli", "snli/dev.jsonl", '{"premise": "a", "hypothesis": "b", "label": "neutral"}\n\n{"premise": "a"}\n', 3),
+        ("sst5", "sst5/stsa.fine.dev", "3 a fine film\n4 great\nno label here\n", 3),
+        ("sst5", "sst5/stsa.fine.dev", "3 a fine film\n7 out of range\n", 2),
+    ],
+    ids=["json lines", "stsa", "stsa label out of range"],
+)
+def test_malformed_rows_of_json_lines_and_stsa_files_name_their_line(tmp_path, name, path, text, where):
+    write(tmp_path / path, text)
+    with pytest.raises(DataError, match=rf"{path}:{where}: expected"):
+        load_task_data(task(name), "local", str(tmp_path), ("validation",))
+
+
 def test_unknown_label_names_the_line_and_the_valid_labels(tmp_path):
     write(tmp_path / "scitail/scitail_1.0_test.tsv", "a\tb\tentails\nc\td\tcontradiction\n")
     with pytest.raises(DataError, match=r"scitail_1.0_test.tsv:2: unknown label 'contradiction'.*entails"):

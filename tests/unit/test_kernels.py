@@ -89,15 +89,17 @@ def test_dropout_keeps_entries_with_probability_one_minus_p_and_its_gradient_use
     torch.manual_seed(5)
     got = run(transform, params, q, k, v, None, torch.float32, "triton", dropout_p=p_drop, grad=gmat)
     mask = (got[0].double() != 0) | ~support  # where P = 0 the mask does not matter
-    leaves = [t.clone().requires_grad_() for t in (q, k)]
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     s = leaves[0] @ leaves[1].transpose(-1, -2) / 32**0.5
     from ssaf import transforms as T
 
     p = T.sparsemax(s) if transform == "sparsemax" else T.entmax_bisect(s, params["alpha"])
     dropped = p * mask / (1 - p_drop)
-    (dropped @ v * gmat).sum().backward()
+    (dropped @ leaves[2] * gmat).sum().backward()
     torch.testing.assert_close(got[1].double(), leaves[0].grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got[2].double(), leaves[1].grad, atol=1e-4, rtol=1e-4)
+    # dV = dropped(P)^T G: the kept entries scaled by 1 / (1 - p) in the backward as in the forward
+    torch.testing.assert_close(got[3].double(), leaves[2].grad, atol=1e-4, rtol=1e-4)
 
 
 def test_a_nan_score_makes_its_rows_nan_and_leaves_the_others():

@@ -676,3 +676,26 @@ def test_folded_rows_sum_to_one_within_two_ulps_at_very_negative_lam(n, lam):
     eps = torch.finfo(torch.float32).eps
     assert float((p.double().sum(-1) - 1).abs().max()) <= 2 * eps
     torch.testing.assert_close(p.double(), expected, atol=eps, rtol=0)
+
+
+@pytest.mark.parametrize("n", [8, 300])  # 300 keys at lam >= 0: the CPU's long-row (candidate list) path
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_entries_tied_at_the_threshold_get_no_gradient(n, lam, dtype):
+    # x = scale * z = [1, 0, 0, ...]: tau = 0 exactly, so p = [1, 0, ...] and every other entry ties with
+    # the threshold. The support is {0}, where the Jacobian I - 1 1^T / |S| is 0: no gradient at all. A
+    # support test that counts ties (x >= tau) puts the zeros in S and the gradient moves them.
+    g = torch.Generator().manual_seed(0)
+    z = torch.zeros(3, n, dtype=dtype)
+    z[:, 0] = 1.0 - lam
+    grad = torch.randn(3, n, generator=g, dtype=dtype)
+    scale = 1.0 / (1.0 - lam)
+    paths = {"public": lambda z, m, s: T.sparsegen_lin(z, lam=lam), **_sparsemax_paths()}
+    for name, fn in paths.items():
+        leaf = z.clone().requires_grad_()
+        p = fn(leaf, None, scale)
+        expected = torch.zeros_like(p)
+        expected[:, 0] = 1.0
+        assert torch.equal(p, expected), name
+        p.backward(grad)
+        assert torch.equal(leaf.grad, torch.zeros_like(z)), f"{name}: gradient {leaf.grad.abs().sum():.3g} at a tie"

@@ -33,10 +33,10 @@ RUN_COLUMNS = (
 
 @dataclass(frozen=True)
 class Key:
-    """A logged key a panel reads: a history metric (per step), a summary value (the run's last / final
-    value) or a config value. ``pattern``: ``name`` is a regular expression over logged names (per-head
-    panels, whose head count depends on the model). ``learned``: the learned parameter (``lam`` or
-    ``alpha``) a run's attention must learn to log this key; None for keys every run logs."""
+    """A logged key a panel reads: a history metric (per step), a summary value (the selected checkpoint's
+    final metrics, ``keys.final``) or a config value. ``pattern``: ``name`` is a regular expression over
+    logged names (per-head panels, whose head count depends on the model). ``learned``: the learned parameter
+    (``lam`` or ``alpha``) a run's attention must learn to log this key; None for keys every run logs."""
 
     source: Source
     name: str
@@ -78,7 +78,7 @@ class TaskMetric:
     splits: tuple[str, ...]  # eval splits, then test splits
 
     def key(self, split: str) -> Key:
-        return Key("summary", keys.metric(split, self.metric))
+        return Key("summary", keys.final(keys.metric(split, self.metric)))
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def sparsity_panels(split: str) -> tuple[Panel, ...]:
         Panel(
             "bar",
             f"{split}: attention {stat.replace('_', ' ')} (mean over layers and heads)",
-            (Key("summary", keys.stat_mean(p, stat)),),
+            (Key("summary", keys.final(keys.stat_mean(p, stat))),),
         )
         for stat in keys.STATS
     )
