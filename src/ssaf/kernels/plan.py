@@ -1,0 +1,72 @@
+"""The launch plan: warps, stages and block sizes of each fused kernel, for a shape, dtype and GPU.
+
+``launch_plan(kernel, l_pad, d, dtype, capability)`` is the one place that decides how ``ssaf.kernels``
+launches ``_fwd``, ``_bwd_rows`` and ``_bwd_keys`` (``_triton``); the launcher and
+``scripts/kernel_resources.py`` (which compiles every supported shape for sm_80 and sm_90 on a CPU host
+and reads registers, spills and shared memory) both read it, so what is measured is what runs.
+
+The numbers come from those compiles (Triton 3.9, bf16, mask and dropout on; docs/BENCHMARKS.md has the
+table): a program holds BLOCK_M = 16 queries (``tl.dot``'s least) and, in the forward, the whole key row
+(the exact threshold needs it), so its registers grow with the row: the forward needs 8 warps at 512 keys
+(4 spilled 24-568 bytes a thread; 16 warps cap a thread at 128 registers and spilled more). The head dim
+is read in slices of BLOCK_D = 32 (a slice of K and V, not the whole tile, passes through registers; at
+512 keys and D = 128 the whole tile spilled at any warp count). ``_bwd_rows`` walks the key row in
+blocks of BLOCK_N keys, twice (sums, then dQ), and ``_bwd_keys`` holds BLOCK_N keys' dK and dV
+accumulators (BLOCK_N, D) in fp32, so their registers depend on the head dim, not the row.
+
+``num_stages`` is 1: Triton software-pipelines ``for`` loops over ``range``, and these kernels have none
+(their key and query loops are ``while`` loops, the interpreter's requirement), so more stages would
+only reserve shared memory. Nothing is declined at present (every supported shape compiles without
+spilling for sm_80 and sm_90 in bf16 and fp16); a declined shape would carry its reason in
+``Launch.declined`` and ``ssaf.kernels.unsupported`` would hand it to the torch path.
+
+Under Triton's interpreter (no GPU: ``capability`` None) the blocks are the smallest (16 keys in the
+backward, 16 of the head dim), so the CPU tests, at 17-40 keys and D = 32, cross block boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+KERNELS = ("_fwd", "_bwd_rows", "_bwd_keys")
+BLOCK_M = 16  # queries per program (tl.dot's least M)
+BLOCK_D = 32  # head-dim slice read at a time (scores, P V, dO V^T)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one kernel is launched. ``block_n``: keys per block (``_fwd``: the whole padded row)."""
+
+    num_warps: int
+    num_stages: int
+    block_m: int
+    block_n: int
+    block_d: int
+    declined: str = ""  # why the kernel does not serve this shape ("" = it does)
+
+
+def launch_plan(kernel: str, l_pad: int, d: int, dtype: torch.dtype, capability: tuple[int, int] | None) -> Launch:
+    """The launch of ``kernel`` for rows padded to ``l_pad`` keys (a power of two, 16-512), head dim ``d``,
+    inputs of ``dtype``, on a device of compute ``capability`` (None: Triton's interpreter)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; the kernels are {', '.join(KERNELS)}")
+    d_pad = max(16, 1 << (d - 1).bit_length())
+    block_d = 16 if capability is None else min(BLOCK_D, d_pad)
+    if kernel == "_fwd":
+        return Launch(num_warps=4 if l_pad <= 256 else 8, num_stages=1, block_m=BLOCK_M, block_n=l_pad, block_d=block_d)
+    if kernel == "_bwd_rows":
+        block_n = 16 if capability is None else min(64, l_pad)
+        return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=block_d)
+    block_n = 16 if l_pad <= 64 or capability is None else 32
+    return Launch(num_warps=8 if d_pad > 64 else 4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=d_pad)
+
+
+def declined(l_pad: int, d: int, dtype: torch.dtype, capability: tuple[int, int] | None) -> str:
+    """Why the plan declines the fused attention for this shape on this device ("" = it serves it)."""
+    for kernel in KERNELS:
+        reason = launch_plan(kernel, l_pad, d, dtype, capability).declined
+        if reason:
+            return f"{kernel}: {reason}"
+    return ""
