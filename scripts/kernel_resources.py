@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from itertools import product
 from pathlib import Path
 
@@ -75,35 +74,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _compile(spec: tuple) -> R.Row:
-    kernel, arch, dtype, l_pad, d, transform, has_kpm, dropout = spec
-    return R.compile_row(kernel, arch, dtype, l_pad, d, transform, has_kpm=has_kpm, dropout=dropout)
-
-
 def rows(args: argparse.Namespace) -> list[R.Row]:
     """Compile each distinct kernel once; a transform that shares another's kernel reuses its row."""
     flags = [(True, True)] if args.flags == "on" else [(True, True), (True, False), (False, True), (False, False)]
     wanted = list(product(args.kernel, args.arch, args.dtype, args.l_pad, args.d, args.transform, flags))
     specs = sorted({(k, a, t, lp, d, SAME_KERNEL.get(tr, tr), *f) for k, a, t, lp, d, tr, f in wanted})
-    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Serial() as pool:
-        compiled = dict(zip(specs, pool.map(_compile, specs), strict=True))
+    compiled = dict(zip(specs, R.compile_rows(specs, jobs=args.jobs), strict=True))
     out = []
     for k, a, t, lp, d, tr, f in wanted:
         row = R.Row(**compiled[(k, a, t, lp, d, SAME_KERNEL.get(tr, tr), *f)].as_dict())
         row.transform = tr
         out.append(row)
     return out
-
-
-class _Serial:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, items):
-        return map(fn, items)
 
 
 def table(found: list[R.Row]) -> str:

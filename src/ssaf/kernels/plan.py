@@ -20,8 +20,8 @@ only reserve shared memory. Nothing is declined at present (every supported shap
 spilling for sm_80 and sm_90 in bf16 and fp16); a declined shape would carry its reason in
 ``Launch.declined`` and ``ssaf.kernels.unsupported`` would hand it to the torch path.
 
-Under Triton's interpreter (no GPU: ``capability`` None) the blocks are the smallest (16 keys in the
-backward, 16 of the head dim), so the CPU tests, at 17-40 keys and D = 32, cross block boundaries.
+Under Triton's interpreter (no GPU: ``capability`` None) the backward's key blocks are the smallest (16),
+so the CPU tests, at 17-40 keys, cross block boundaries (head-dim slices: tests/unit/test_kernel_resources.py).
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def launch_plan(kernel: str, l_pad: int, d: int, dtype: torch.dtype, capability:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; the kernels are {', '.join(KERNELS)}")
     d_pad = max(16, 1 << (d - 1).bit_length())
-    block_d = 16 if capability is None else min(BLOCK_D, d_pad)
+    block_d = min(BLOCK_D, d_pad)
     if kernel == "_fwd":
         return Launch(num_warps=4 if l_pad <= 256 else 8, num_stages=1, block_m=BLOCK_M, block_n=l_pad, block_d=block_d)
     if kernel == "_bwd_rows":
-        block_n = 16 if capability is None else min(64, l_pad)
+        block_n = 16 if capability is None else min(64 if d_pad <= 64 else 32, l_pad)  # 64 at D 128: 8 B spilled
         return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=block_d)
     block_n = 16 if l_pad <= 64 or capability is None else 32
     return Launch(num_warps=8 if d_pad > 64 else 4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=d_pad)

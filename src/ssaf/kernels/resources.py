@@ -8,26 +8,24 @@ shared memory with the Triton wheel's ``cuobjdump --dump-resource-usage``. Block
 architecture's register file, shared memory and thread limits (``ARCHS``).
 
 Used by ``scripts/kernel_resources.py`` (the table) and ``tests/unit/test_kernel_resources.py`` (the pins).
-Triton's interpreter (``TRITON_INTERPRET=1``, which the tests set without a GPU) turns ``@triton.jit`` into
-a Python function at import; ``_compilable_module`` therefore loads a second copy of ``_triton`` with the
-interpreter off, leaving the interpreted one (and the other tests) as they are.
+``compile_rows`` compiles in a child process where this one runs Triton's interpreter (``TRITON_INTERPRET=1``,
+which the tests set without a GPU): Triton decides at import whether ``@triton.jit`` functions, its own
+``tl.sum`` and ``tl.max`` included, are compiled or interpreted, and compiling through interpreted ones
+fails on some kernels and leaves ``triton.language`` patched for the rest of the process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import importlib.util
+import json
 import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -109,12 +107,13 @@ def blocks_per_sm(arch: int, registers: int, num_warps: int, shared_bytes: int) 
     """Resident blocks per SM, the least of what registers, shared memory, threads and blocks allow.
 
     Registers are allocated per warp in units of 256 (each thread's count rounded up to a multiple of 8);
-    each block also holds ``reserved_per_block`` bytes of shared memory beside its own.
+    each resident block also holds ``reserved_per_block`` bytes of shared memory beside its own.
     """
     a = ARCHS[arch]
     per_warp = math.ceil(max(registers, 1) * 32 / 256) * 256
     by_registers = (a.registers // per_warp) // num_warps
-    by_shared = a.shared_per_sm // (shared_bytes + a.reserved_per_block) if shared_bytes else a.blocks
+    per_block = shared_bytes + a.reserved_per_block
+    by_shared = a.shared_per_sm // per_block if per_block else a.blocks
     by_threads = a.threads // (32 * num_warps)
     return max(0, min(by_registers, by_shared, by_threads, a.blocks))
 
@@ -141,36 +140,6 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     if "REG" not in found:
         raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
     return {name: int(value) for name, value in found.items()}
-
-
-@contextlib.contextmanager
-def _interpreter_off() -> Iterator[None]:
-    """``TRITON_INTERPRET`` unset for the duration: Triton reads it when a function is decorated and, in
-    its constexpr functions, while compiling; restored afterwards (the interpreted tests are untouched)."""
-    from triton import knobs
-
-    if "interpret" in vars(knobs.runtime):
-        raise RuntimeError("triton.knobs.runtime.interpret is set in code: cannot compile for a GPU target here")
-    saved = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
-
-
-@functools.cache
-def _compilable_module() -> ModuleType:
-    """``ssaf.kernels._triton`` loaded with Triton's interpreter off: JIT functions that ``triton.compile``
-    accepts, whatever ``TRITON_INTERPRET`` says in this process."""
-    name = "ssaf.kernels._triton_compiled"
-    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "_triton.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    with _interpreter_off():
-        spec.loader.exec_module(module)
-    sys.modules.setdefault(name, module)
-    return module
 
 
 def _meta_inputs(
@@ -228,7 +197,9 @@ def compile_row(
     )  # fmt: skip
     q, k, v, kpm = _meta_inputs(torch_dtype, l_pad, d, has_kpm)
     call = launch_call(kernel, q, k, v, kpm, transform, d**-0.5, 0.1 if dropout else 0.0, 12345, launch)
-    fn = getattr(_compilable_module(), kernel)
+    from ssaf.kernels import _triton
+
+    fn = getattr(_triton, kernel)
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     kwargs = dict(call.kwargs)
@@ -236,10 +207,7 @@ def compile_row(
     bound, specialization, options = binder(*call.args, **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
     try:
-        with _interpreter_off():
-            compiled = triton.compile(
-                ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__
-            )
+        compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
     except Exception as e:  # a compiler error is a finding, reported in the row
         row.error, row.reason = True, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
         return row
@@ -249,3 +217,43 @@ def compile_row(
     row.shared_bytes = int(compiled.metadata.shared) + usage.get("SHARED", 0)
     row.blocks_per_sm = blocks_per_sm(arch, row.registers, row.num_warps, row.shared_bytes)
     return row
+
+
+Spec = tuple[str, int, str, int, int, str, bool, bool]  # kernel, arch, dtype, l_pad, d, transform, has_kpm, dropout
+
+
+def _interpreted() -> bool:
+    """Whether this process's Triton interprets ``@triton.jit`` functions (then it cannot compile them)."""
+    from triton.runtime.jit import JITFunction
+
+    from ssaf.kernels import _triton
+
+    return not isinstance(_triton._fwd, JITFunction)
+
+
+def compile_rows(specs: list[Spec], jobs: int = 1) -> list[Row]:
+    """``compile_row`` for each spec, in ``jobs`` processes; in a child process (one, or ``jobs``) when this
+    one interprets Triton (see the module's docstring)."""
+    if _interpreted():
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        done = subprocess.run(
+            [sys.executable, "-m", "ssaf.kernels.resources", str(jobs)],
+            input=json.dumps(specs), capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"compiling in a child process failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        return [Row(**row) for row in json.loads(done.stdout.strip().splitlines()[-1])]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            return list(pool.map(_compile_spec, specs))
+    return [_compile_spec(spec) for spec in specs]
+
+
+def _compile_spec(spec: Spec) -> Row:
+    kernel, arch, dtype, l_pad, d, transform, has_kpm, dropout = spec
+    return compile_row(kernel, arch, dtype, l_pad, d, transform, has_kpm=has_kpm, dropout=dropout)
+
+
+if __name__ == "__main__":  # the child of compile_rows: specs (JSON) on stdin, rows (JSON) on stdout
+    found = compile_rows([tuple(spec) for spec in json.loads(sys.stdin.read())], jobs=int(sys.argv[1]))
+    print(json.dumps([row.as_dict() for row in found]))
