@@ -55,6 +55,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=1, help="compiles in parallel (processes)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     ap.add_argument("--check", action="store_true", help="exit 1 when a bf16/fp16 row spills or overflows")
+    worst_help = "one row per kernel, arch, dtype, l_pad, d: the most of each resource over transforms and flags"
+    ap.add_argument("--worst", action="store_true", help=worst_help)
     args = ap.parse_args(argv)
     args.arch = _ints(args.arch)
     for arch in args.arch:
@@ -102,11 +104,33 @@ def table(found: list[R.Row]) -> str:
     return "\n".join(lines)
 
 
+def worst(found: list[R.Row]) -> list[R.Row]:
+    """One row per (kernel, arch, dtype, l_pad, d): the largest use over transforms and mask/dropout."""
+    groups: dict[tuple, list[R.Row]] = {}
+    for r in found:
+        groups.setdefault((r.kernel, r.arch, r.dtype, r.l_pad, r.d), []).append(r)
+    out = []
+    for rows_ in groups.values():
+        compiled = [r for r in rows_ if not r.declined and not r.error] or rows_
+        w = R.Row(**compiled[0].as_dict())
+        w.transform = "all" if len({r.transform for r in rows_}) > 1 else w.transform
+        w.registers = max(r.registers for r in compiled)
+        w.spill_bytes = max(r.spill_bytes for r in compiled)
+        w.shared_bytes = max(r.shared_bytes for r in compiled)
+        w.blocks_per_sm = min(r.blocks_per_sm for r in compiled)
+        w.has_kpm, w.dropout = any(r.has_kpm for r in rows_), any(r.dropout for r in rows_)
+        bad = [r for r in rows_ if r.declined or r.error]
+        if bad:
+            w.declined, w.error, w.reason = bad[0].declined, bad[0].error, f"{bad[0].transform}: {bad[0].reason}"
+        out.append(w)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     start = time.time()
     found = rows(args)
-    print(table(found))
+    print(table(worst(found) if args.worst else found))
     bad = [r for r in found if r.dtype != "fp32" and r.problems()]
     declined = sum(r.declined for r in found)
     print(f"\n{len(found)} rows ({declined} declined) in {time.time() - start:.0f} s; "

@@ -82,7 +82,7 @@ def test_every_supported_bf16_shape_fits(kernel, transform, l_pad, d, arch, requ
 def test_the_plan_gives_every_supported_shape_a_launch_triton_accepts(dtype, capability):
     for kernel, (l_pad, d) in product(P.KERNELS, [(lp, d) for lp in (16, 32, 64, 128, 256, 512) for d in K.HEAD_DIMS]):
         launch = P.launch_plan(kernel, l_pad, d, dtype, capability)
-        d_pad = max(16, 1 << (d - 1).bit_length())
+        d_pad = P.padded_head_dim(d)
         assert not launch.declined
         assert launch.num_warps in (1, 2, 4, 8, 16) and launch.num_stages >= 1
         for block in (launch.block_m, launch.block_n, launch.block_d):
@@ -166,3 +166,11 @@ def test_head_dim_slices_and_key_blocks_give_the_float64_result(transform, param
     for name, got, expected in zip(["out", "dq", "dk", "dv"], run(torch.float32, "triton"), run(torch.float64, "torch"),
                                    strict=True):  # fmt: skip
         torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_before_sm80_the_plan_declines_and_the_table_says_so_without_compiling():
+    """sm_75 spilled at every shape tried (docs/BENCHMARKS.md): declined, with the reason, for each kernel."""
+    assert "compute capability 7.5" in P.declined(128, 64, torch.float16, (7, 5))
+    for kernel in P.KERNELS:
+        row = R.compile_row(kernel, 75, "bf16", 128, 64, "sparsemax")  # returns before compiling anything
+        assert row.declined and "7.5" in row.reason and row.registers == 0 and not row.problems()

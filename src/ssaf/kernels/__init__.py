@@ -61,7 +61,7 @@ def unsupported(q: Tensor, k: Tensor, transform: str) -> str | None:
         return f"head dim {q.shape[-1]} (the kernel serves {', '.join(map(str, HEAD_DIMS))})"
     if q.dtype not in DTYPES:
         return f"dtype {q.dtype}"
-    why = plan.declined(_l_pad(k.shape[-2]), q.shape[-1], q.dtype, _capability(q))
+    why = plan.declined(plan.padded_keys(k.shape[-2]), q.shape[-1], q.dtype, _capability(q))
     return f"this shape on this device ({why})" if why else None
 
 
@@ -172,15 +172,6 @@ def _capability(t: Tensor) -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(t.device) if t.is_cuda else None
 
 
-def _l_pad(lk: int) -> int:
-    """The key row as a kernel holds it: a power of two, at least 16 (``tl.dot``'s least)."""
-    return max(16, 1 << (lk - 1).bit_length())
-
-
-def _d_pad(d: int) -> int:
-    return max(16, 1 << (d - 1).bit_length())
-
-
 @dataclass(frozen=True)
 class Call:
     """One kernel launch: its grid, positional arguments and keywords (constexprs, warps, stages)."""
@@ -200,7 +191,7 @@ def _common(q: Tensor, k: Tensor, v: Tensor, o: Tensor, kpm: Tensor | None, tran
         "DROPOUT": dropout_p > 0,
         "IEEE": q.dtype == torch.float32,  # fp32 scores exactly, not in TF32
         "BLOCK_M": launch.block_m,
-        "D_PAD": _d_pad(q.shape[-1]),
+        "D_PAD": plan.padded_head_dim(q.shape[-1]),
         "num_warps": launch.num_warps,
         "num_stages": launch.num_stages,
     }
@@ -217,7 +208,7 @@ def fwd_call(
     b, h, lq, d = q.shape
     lk = k.shape[2]
     strides, meta = _common(q, k, v, out, kpm, transform, dropout_p, launch)
-    l_pad = _l_pad(lk)
+    l_pad = plan.padded_keys(lk)
     code = meta["TRANSFORM"]
     n_iter = l_pad + 2 if code == _triton.SPARSEMAX else (200 if code == _triton.ENTMAX15 else N_ITER)
     args = (
@@ -258,7 +249,7 @@ def bwd_keys_call(
 
 
 def _plan(kernel: str, q: Tensor, lk: int) -> plan.Launch:
-    return plan.launch_plan(kernel, _l_pad(lk), q.shape[-1], q.dtype, _capability(q))
+    return plan.launch_plan(kernel, plan.padded_keys(lk), q.shape[-1], q.dtype, _capability(q))
 
 
 class _SparseAttention(torch.autograd.Function):

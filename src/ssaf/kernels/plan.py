@@ -16,9 +16,10 @@ accumulators (BLOCK_N, D) in fp32, so their registers depend on the head dim, no
 
 ``num_stages`` is 1: Triton software-pipelines ``for`` loops over ``range``, and these kernels have none
 (their key and query loops are ``while`` loops, the interpreter's requirement), so more stages would
-only reserve shared memory. Nothing is declined at present (every supported shape compiles without
-spilling for sm_80 and sm_90 in bf16 and fp16); a declined shape would carry its reason in
-``Launch.declined`` and ``ssaf.kernels.unsupported`` would hand it to the torch path.
+only reserve shared memory. A shape the plan declines carries its reason in ``Launch.declined``, and
+``ssaf.kernels.unsupported`` hands it to the torch path: GPUs before sm_80 (a T4's sm_75 spilled at every
+shape tried; the plan is measured for sm_80 and sm_90, where every supported bf16 and fp16 shape compiles
+without spilling).
 
 Under Triton's interpreter (no GPU: ``capability`` None) the backward's key blocks are the smallest (16),
 so the CPU tests, at 17-40 keys, cross block boundaries (head-dim slices: tests/unit/test_kernel_resources.py).
@@ -33,6 +34,17 @@ import torch
 KERNELS = ("_fwd", "_bwd_rows", "_bwd_keys")
 BLOCK_M = 16  # queries per program (tl.dot's least M)
 BLOCK_D = 32  # head-dim slice read at a time (scores, P V, dO V^T)
+
+
+def padded_keys(lk: int) -> int:
+    """The key row as a kernel holds it: a power of two, at least 16 (``tl.dot``'s least)."""
+    return max(16, 1 << (lk - 1).bit_length())
+
+
+def padded_head_dim(d: int) -> int:
+    """The head dim as the kernels hold it: a power of two, at least 32 (at 16 the forward's dot layout
+    spilled 96-2,368 bytes a thread at 256-512 keys; 32, masked, did not)."""
+    return max(32, 1 << (d - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -52,12 +64,16 @@ def launch_plan(kernel: str, l_pad: int, d: int, dtype: torch.dtype, capability:
     inputs of ``dtype``, on a device of compute ``capability`` (None: Triton's interpreter)."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; the kernels are {', '.join(KERNELS)}")
-    d_pad = max(16, 1 << (d - 1).bit_length())
+    d_pad = padded_head_dim(d)
     block_d = min(BLOCK_D, d_pad)
+    if capability is not None and capability < (8, 0):
+        why = (f"compute capability {capability[0]}.{capability[1]}: before sm_80 the kernels spill (sm_75, 128 keys, "
+               "D 64: 640-2,448 bytes a thread, fp16 and bf16)")  # fmt: skip
+        return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=min(64, l_pad), block_d=block_d, declined=why)
     if kernel == "_fwd":
         return Launch(num_warps=4 if l_pad <= 256 else 8, num_stages=1, block_m=BLOCK_M, block_n=l_pad, block_d=block_d)
     if kernel == "_bwd_rows":
-        block_n = 16 if capability is None else min(64 if d_pad <= 64 else 32, l_pad)  # 64 at D 128: 8 B spilled
+        block_n = 16 if capability is None else 32  # 64 spilled 8 bytes (D 128 on sm_80, alpha-entmax on sm_90)
         return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=block_d)
     block_n = 16 if l_pad <= 64 or capability is None else 32
     return Launch(num_warps=8 if d_pad > 64 else 4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=d_pad)
