@@ -66,15 +66,24 @@ def test_compiling_for_a_gpu_leaves_the_interpreter_as_it_was():
         assert isinstance(_triton._fwd, InterpretedFunction), "the tests' kernels still run interpreted"
 
 
+@pytest.fixture(scope="module")
+def matrix(request) -> dict[tuple, R.Row]:
+    """Every supported bf16 shape compiled (one child process), only where ``-m slow`` selected it."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the full matrix: pytest -m slow (or scripts/kernel_resources.py --check)")
+    specs = [
+        (k, a, "bf16", lp, d, t, True, True) for k in P.KERNELS for t in CODES for lp, d in SUPPORTED for a in ARCHS
+    ]
+    return dict(zip(specs, R.compile_rows(specs, jobs=2), strict=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("l_pad,d", SUPPORTED, ids=[f"L{lp}-D{d}" for lp, d in SUPPORTED])
 @pytest.mark.parametrize("transform", CODES)
 @pytest.mark.parametrize("kernel", P.KERNELS)
-def test_every_supported_bf16_shape_fits(kernel, transform, l_pad, d, arch, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the full matrix: pytest -m slow (or scripts/kernel_resources.py --check)")
-    _fits(R.compile_rows([(kernel, arch, "bf16", l_pad, d, transform, True, True)])[0])
+def test_every_supported_bf16_shape_fits(kernel, transform, l_pad, d, arch, matrix):
+    _fits(matrix[(kernel, arch, "bf16", l_pad, d, transform, True, True)])
 
 
 @pytest.mark.parametrize("capability", [None, (8, 0), (9, 0)])
@@ -92,25 +101,29 @@ def test_the_plan_gives_every_supported_shape_a_launch_triton_accepts(dtype, cap
 
 
 def test_the_launcher_asks_the_plan_for_each_kernel_and_launches_what_it_says(monkeypatch):
+    """A plan unlike the default (2 warps, 32 queries and keys a block) reaches every launch, and the
+    kernels still give the torch path's result with it."""
     asked, launched = [], []
-    plan = P.launch_plan
 
-    def spy(kernel, l_pad, d, dtype, capability):
+    def plan(kernel, l_pad, d, dtype, capability):
         asked.append((kernel, l_pad, d, dtype, capability))
-        return plan(kernel, l_pad, d, dtype, capability)
+        return P.Launch(2, 1, 32, l_pad if kernel == "_fwd" else 32, 32)
 
-    monkeypatch.setattr(P, "launch_plan", spy)
+    monkeypatch.setattr(P, "launch_plan", plan)
     for name in ("fwd_call", "bwd_rows_call", "bwd_keys_call"):
         made = getattr(K, name)
         monkeypatch.setattr(K, name, lambda *a, _made=made, **kw: launched.append(_made(*a, **kw)) or launched[-1])
     q, k, v = (torch.randn(1, 2, 40, 32, requires_grad=True) for _ in range(3))
-    K.sparse_attention(q, k, v, "sparsemax", kernel="triton").sum().backward()
-    assert [a[0] for a in asked if a[0] in P.KERNELS][-3:] == list(P.KERNELS)
-    assert all(a[1:] == (64, 32, torch.float32, None) for a in asked)
-    for call, kernel in zip(launched, P.KERNELS, strict=True):
-        launch = plan(kernel, 64, 32, torch.float32, None)
-        assert call.kwargs["num_warps"] == launch.num_warps and call.kwargs["BLOCK_M"] == launch.block_m
-        assert call.kwargs.get("BLOCK_N", launch.block_n) == launch.block_n
+    out = K.sparse_attention(q, k, v, "sparsemax", kernel="triton")
+    out.sum().backward()
+    expected = K.sparse_attention(q.double(), k.double(), v.double(), "sparsemax", kernel="torch")
+    torch.testing.assert_close(out.detach().double(), expected.detach(), atol=1e-5, rtol=1e-5)
+    assert all(a[1:] == (64, 32, torch.float32, None) for a in asked) and {a[0] for a in asked} == set(P.KERNELS)
+    assert len(launched) == 3
+    for call in launched:
+        assert call.kwargs["num_warps"] == 2 and call.kwargs["num_stages"] == 1 and call.kwargs["BLOCK_M"] == 32
+        assert call.kwargs.get("BLOCK_N", 32) == 32 and call.kwargs.get("BLOCK_D", 32) == 32
+        assert call.grid == (2, 2), "40 queries (or keys) in blocks of 32, for 1 x 2 heads"
 
 
 def test_a_shape_the_plan_declines_goes_to_the_torch_path_with_the_reason(monkeypatch):
@@ -129,7 +142,9 @@ def test_a_shape_the_plan_declines_goes_to_the_torch_path_with_the_reason(monkey
 
 
 @pytest.mark.parametrize("arch", sorted(R.ARCHS))
-@pytest.mark.parametrize("registers,num_warps,shared", [(80, 4, 13312), (255, 8, 50176), (32, 4, 0), (168, 16, 0)])
+@pytest.mark.parametrize(
+    "registers,num_warps,shared", [(80, 4, 13312), (255, 8, 50176), (32, 4, 0), (168, 16, 0), (32, 4, 41984)]
+)
 def test_blocks_per_sm_is_the_most_that_fit_every_limit(arch, registers, num_warps, shared):
     a = R.ARCHS[arch]
     n = R.blocks_per_sm(arch, registers, num_warps, shared)

@@ -11,7 +11,7 @@ table): a program holds BLOCK_M = 16 queries (``tl.dot``'s least) and, in the fo
 (4 spilled 24-568 bytes a thread; 16 warps cap a thread at 128 registers and spilled more). The head dim
 is read in slices of BLOCK_D = 32 (a slice of K and V, not the whole tile, passes through registers; at
 512 keys and D = 128 the whole tile spilled at any warp count). ``_bwd_rows`` walks the key row in
-blocks of BLOCK_N keys, twice (sums, then dQ), and ``_bwd_keys`` holds BLOCK_N keys' dK and dV
+blocks of BLOCK_N keys (32-64), twice (sums, then dQ), and ``_bwd_keys`` holds BLOCK_N keys' dK and dV
 accumulators (BLOCK_N, D) in fp32, so their registers depend on the head dim, not the row.
 
 ``num_stages`` is 1: Triton software-pipelines ``for`` loops over ``range``, and these kernels have none
@@ -73,7 +73,9 @@ def launch_plan(kernel: str, l_pad: int, d: int, dtype: torch.dtype, capability:
     if kernel == "_fwd":
         return Launch(num_warps=4 if l_pad <= 256 else 8, num_stages=1, block_m=BLOCK_M, block_n=l_pad, block_d=block_d)
     if kernel == "_bwd_rows":
-        block_n = 16 if capability is None else 32  # 64 spilled 8 bytes (D 128 on sm_80, alpha-entmax on sm_90)
+        # ptxas is not monotone here: 64 keys a block spilled 8 bytes at D 64-128 (sm_80 1.5-entmax, sm_90
+        # alpha-entmax), 32 keys spilled 8 bytes at D 32 (sm_80 alpha-entmax, capped at 80 registers)
+        block_n = 16 if capability is None else min(64 if d_pad <= 32 else 32, l_pad)
         return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=block_d)
     block_n = 16 if l_pad <= 64 or capability is None else 32
     return Launch(num_warps=8 if d_pad > 64 else 4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=d_pad)
