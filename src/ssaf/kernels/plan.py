@@ -15,11 +15,13 @@ blocks of BLOCK_N keys (32-64), twice (sums, then dQ), and ``_bwd_keys`` holds B
 accumulators (BLOCK_N, D) in fp32, so their registers depend on the head dim, not the row.
 
 ``num_stages`` is 1: Triton software-pipelines ``for`` loops over ``range``, and these kernels have none
-(their key and query loops are ``while`` loops, the interpreter's requirement), so more stages would
-only reserve shared memory. A shape the plan declines carries its reason in ``Launch.declined``, and
-``ssaf.kernels.unsupported`` hands it to the torch path: GPUs before sm_80 (a T4's sm_75 spilled at every
-shape tried; the plan is measured for sm_80 and sm_90, where every supported bf16 and fp16 shape compiles
-without spilling).
+(their key and query loops are ``while`` loops, the interpreter's requirement; the head-dim slices are
+``static_range``, unrolled), so more stages have nothing to pipeline. ``dtype`` does not change the plan at
+present: fp16 compiles to the same registers as bf16, and fp32 (exact ``ieee`` dots) is reported by the
+script, not tuned. A shape the plan declines carries its reason in ``Launch.declined``, and
+``ssaf.kernels.unsupported`` hands it to the torch path: GPUs before sm_80 (a T4's sm_75 spilled 640-2,448
+bytes a thread at 128 keys, D 64, the shape tried; the plan is measured for sm_80 and sm_90, where every
+supported bf16 and fp16 shape compiles without spilling).
 
 Under Triton's interpreter (no GPU: ``capability`` None) the backward's key blocks are the smallest (16),
 so the CPU tests, at 17-40 keys, cross block boundaries (head-dim slices: tests/unit/test_kernel_resources.py).
