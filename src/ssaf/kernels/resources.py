@@ -192,6 +192,9 @@ def compile_row(
     if launch.declined:
         row.declined, row.reason = True, launch.declined
         return row
+    if _interpreted():
+        raise RuntimeError("this process runs Triton's interpreter (TRITON_INTERPRET=1): compile with compile_rows, "
+                           "which compiles in a child process")  # fmt: skip
     row.num_warps, row.num_stages, row.block_m, row.block_n = (
         launch.num_warps, launch.num_stages, launch.block_m, launch.block_n,
     )  # fmt: skip
