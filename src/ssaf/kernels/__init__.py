@@ -5,7 +5,8 @@ P.V) runs in one kernel per block of queries, and the backward in two, without w
 probabilities to global memory (see ``_triton``); elsewhere, and for rows longer than ``MAX_KEYS``, the
 same function runs on ``ssaf.transforms`` (materialising the probabilities), with a one-line warning
 where a fused kernel was asked for. The results are the same (tested, float64 oracle, under Triton's
-interpreter on CPU: ``TRITON_INTERPRET=1``).
+interpreter on CPU: ``TRITON_INTERPRET=1``). Warps and block sizes per kernel, shape, dtype and GPU come
+from ``plan.launch_plan``; ``scripts/kernel_resources.py`` compiles them for sm_80 / sm_90 without a GPU.
 
 Fail-safe on a real device: the first fused call of each transform and dtype on a device first runs
 ``self_check`` (the kernel against the float64 torch path, forward and backward, with a padded and a fully
@@ -30,13 +31,13 @@ import torch
 from torch import Tensor
 
 from ssaf import transforms as T
+from ssaf.kernels import plan
 from ssaf.transforms._common import warn_once
 
 TRANSFORMS = ("sparsemax", "sparsegen_lin", "entmax15", "entmax_bisect")
 MAX_KEYS = 512  # a block of queries holds its whole key row on chip
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-BLOCK_M = 16
 TOL = 1e-5  # alpha-entmax's row-sum tolerance: fp32 arithmetic in the kernel, its powers through exp2(log2)
 N_ITER = 100  # alpha-entmax's search steps at most (it stops at TOL, usually within 10)
 # The self-check's tolerance on outputs and gradients (atol = rtol) against float64: three times the gpu
@@ -92,7 +93,8 @@ def unsupported(q: Tensor, k: Tensor, transform: str) -> str | None:
         return f"head dim {q.shape[-1]} (the kernel serves {', '.join(map(str, HEAD_DIMS))})"
     if q.dtype not in DTYPES:
         return f"dtype {q.dtype}"
-    return None
+    why = plan.declined(plan.padded_keys(k.shape[-2]), q.shape[-1], q.dtype, _capability(q))
+    return f"this shape on this device ({why})" if why else None
 
 
 def _per_head(value: Tensor | float | None, name: str, default: float, heads: int, like: Tensor) -> Tensor:
@@ -267,7 +269,7 @@ def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float
         # clone, is one autograd refuses) or a mixed-precision step (autocast).
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
             g = torch.Generator().manual_seed(0)
-            n = (min(q.shape[-2], BLOCK_M), lk, lk)
+            n = (min(q.shape[-2], plan.BLOCK_M), lk, lk)  # one block of queries
             exact = [torch.randn(2, 1, m, d, generator=g, dtype=torch.float64) for m in n]
             upstream = torch.randn(exact[0].shape, generator=g, dtype=torch.float64).to(q.dtype)
             kpm = torch.ones(2, lk, dtype=torch.bool)
@@ -324,83 +326,129 @@ def _code(transform: str) -> int:
     )
 
 
-def _launch_args(q: Tensor, k: Tensor, v: Tensor, o: Tensor, kpm: Tensor | None) -> list[Any]:
-    strides = [*q.stride(), *k.stride(), *v.stride(), *o.stride()]
-    return strides + ([*kpm.stride()] if kpm is not None else [0, 0])
+def _capability(t: Tensor) -> tuple[int, int] | None:
+    """The device's compute capability (None under the interpreter, on CPU)."""
+    return torch.cuda.get_device_capability(t.device) if t.is_cuda else None
 
 
-def _meta(q: Tensor, k: Tensor, transform: str, kpm: Tensor | None, dropout_p: float) -> dict[str, Any]:
-    import triton
+@dataclass(frozen=True)
+class Call:
+    """One kernel launch: its grid, positional arguments and keywords (constexprs, warps, stages)."""
 
-    return {
+    grid: tuple[int, int]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def _common(q: Tensor, k: Tensor, v: Tensor, o: Tensor, kpm: Tensor | None, transform: str, dropout_p: float,
+            launch: plan.Launch) -> tuple[list[Any], dict[str, Any]]:  # fmt: skip
+    """The strides (q, k, v, out or dO, key mask) and the constexprs every kernel takes."""
+    strides = [*q.stride(), *k.stride(), *v.stride(), *o.stride()] + ([*kpm.stride()] if kpm is not None else [0, 0])
+    meta = {
         "TRANSFORM": _code(transform),
         "HAS_KPM": kpm is not None,
         "DROPOUT": dropout_p > 0,
         "IEEE": q.dtype == torch.float32,  # fp32 scores exactly, not in TF32
-        "BLOCK_M": BLOCK_M,
-        "D_PAD": max(16, triton.next_power_of_2(q.shape[-1])),
+        "BLOCK_M": launch.block_m,
+        "D_PAD": plan.padded_head_dim(q.shape[-1]),
+        "num_warps": launch.num_warps,
+        "num_stages": launch.num_stages,
     }
+    return strides, meta
+
+
+def fwd_call(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, kpm: Tensor | None, param: Tensor, stats: Tensor, transform: str,
+    scale: float, dropout_p: float, seed: int, launch: plan.Launch,
+) -> Call:  # fmt: skip
+    """``_fwd``'s launch (the launcher's, and what ``resources`` compiles)."""
+    from ssaf.kernels import _triton
+
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    strides, meta = _common(q, k, v, out, kpm, transform, dropout_p, launch)
+    l_pad = plan.padded_keys(lk)
+    code = meta["TRANSFORM"]
+    n_iter = l_pad + 2 if code == _triton.SPARSEMAX else (200 if code == _triton.ENTMAX15 else N_ITER)
+    args = (
+        q, k, v, out, kpm if kpm is not None else q, param, stats[0], stats[1], stats[2], stats[3], *strides,
+        h, lq, lk, d, scale, dropout_p, seed, TOL, n_iter,
+    )  # fmt: skip
+    return Call((-(-lq // launch.block_m), b * h), args, {**meta, "L_PAD": l_pad, "BLOCK_D": launch.block_d})
+
+
+def bwd_rows_call(
+    q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, kpm: Tensor | None, param: Tensor, stats: Tensor,
+    rows: Tensor, transform: str, scale: float, dropout_p: float, seed: int, launch: plan.Launch,
+) -> Call:  # fmt: skip
+    """``_bwd_rows``' launch: dQ, delta and d(param) per row."""
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    strides, meta = _common(q, k, v, do, kpm, transform, dropout_p, launch)
+    args = (
+        q, k, v, do, dq, kpm if kpm is not None else q, param, stats[0], stats[1], stats[2], rows[0], rows[1],
+        *strides, h, lq, lk, d, scale, dropout_p, seed,
+    )  # fmt: skip
+    return Call((-(-lq // launch.block_m), b * h), args, {**meta, "BLOCK_N": launch.block_n, "BLOCK_D": launch.block_d})
+
+
+def bwd_keys_call(
+    q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, kpm: Tensor | None, param: Tensor,
+    stats: Tensor, rows: Tensor, transform: str, scale: float, dropout_p: float, seed: int, launch: plan.Launch,
+) -> Call:  # fmt: skip
+    """``_bwd_keys``' launch: dK and dV per block of keys."""
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    strides, meta = _common(q, k, v, do, kpm, transform, dropout_p, launch)
+    args = (
+        q, k, v, do, dk, dv, kpm if kpm is not None else q, param, stats[0], stats[1], stats[2], rows[0],
+        *strides, h, lq, lk, d, scale, dropout_p, seed,
+    )  # fmt: skip
+    return Call((-(-lk // launch.block_n), b * h), args, {**meta, "BLOCK_N": launch.block_n})
+
+
+def _plan(kernel: str, q: Tensor, lk: int) -> plan.Launch:
+    return plan.launch_plan(kernel, plan.padded_keys(lk), q.shape[-1], q.dtype, _capability(q))
 
 
 class _SparseAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, param, kpm, transform, scale, dropout_p, seed):
-        import triton
-
         from ssaf.kernels import _triton
 
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        b, h, lq, d = q.shape
-        lk = k.shape[2]
+        b, h, lq, _ = q.shape
         out = torch.empty_like(q)
         stats = torch.empty((4, b * h * lq), dtype=torch.float32, device=q.device)  # m, tau, z, err per row
         kpm_i = None if kpm is None else kpm.to(torch.int8).contiguous()
-        meta = _meta(q, k, transform, kpm_i, dropout_p)
-        l_pad = max(16, triton.next_power_of_2(lk))
-        n_iter = (
-            l_pad + 2
-            if meta["TRANSFORM"] == _triton.SPARSEMAX
-            else (200 if meta["TRANSFORM"] == _triton.ENTMAX15 else N_ITER)
-        )
-        grid = (triton.cdiv(lq, BLOCK_M), b * h)
-        _triton._fwd[grid](
-            q, k, v, out, kpm_i if kpm_i is not None else q, param.contiguous(), stats[0], stats[1], stats[2], stats[3],
-            *_launch_args(q, k, v, out, kpm_i), h, lq, lk, d, scale, dropout_p, seed, TOL, n_iter,
-            L_PAD=l_pad, **meta,
+        call = fwd_call(
+            q, k, v, out, kpm_i, param.contiguous(), stats, transform, scale, dropout_p, seed,
+            _plan("_fwd", q, k.shape[2]),
         )  # fmt: skip
+        _triton._fwd[call.grid](*call.args, **call.kwargs)
         if transform == "entmax_bisect":
             from ssaf.transforms.entmax import warn_unconverged
 
             warn_unconverged(float(param[0]) if bool((param == param[0]).all()) else param, stats[3].amax(), TOL)
         ctx.save_for_backward(q, k, v, param, stats, kpm_i)
-        ctx.transform, ctx.scale, ctx.dropout_p, ctx.seed, ctx.l_pad = transform, scale, dropout_p, seed, l_pad
+        ctx.transform, ctx.scale, ctx.dropout_p, ctx.seed = transform, scale, dropout_p, seed
         return out
 
     @staticmethod
     def backward(ctx, do):
-        import triton
-
         from ssaf.kernels import _triton
 
         q, k, v, param, stats, kpm_i = ctx.saved_tensors
         do = do.contiguous()
-        b, h, lq, d = q.shape
+        b, h, lq, _ = q.shape
         lk = k.shape[2]
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         rows = torch.empty((2, b * h * lq), dtype=torch.float32, device=q.device)  # delta, d(param) per row
-        meta = _meta(q, k, ctx.transform, kpm_i, ctx.dropout_p)
-        kpm_arg = kpm_i if kpm_i is not None else q
-        args = _launch_args(q, k, v, do, kpm_i)
-        common = (h, lq, lk, d, ctx.scale, ctx.dropout_p, ctx.seed)
-        _triton._bwd_rows[(triton.cdiv(lq, BLOCK_M), b * h)](
-            q, k, v, do, dq, kpm_arg, param, stats[0], stats[1], stats[2], rows[0], rows[1], *args, *common,
-            L_PAD=ctx.l_pad, **meta,
-        )  # fmt: skip
-        block_n = 16 if lk <= 64 else 32
-        _triton._bwd_keys[(triton.cdiv(lk, block_n), b * h)](
-            q, k, v, do, dk, dv, kpm_arg, param, stats[0], stats[1], stats[2], rows[0], *args, *common,
-            BLOCK_N=block_n, **meta,
-        )  # fmt: skip
+        common = (ctx.transform, ctx.scale, ctx.dropout_p, ctx.seed)
+        call = bwd_rows_call(q, k, v, do, dq, kpm_i, param, stats, rows, *common, _plan("_bwd_rows", q, lk))
+        _triton._bwd_rows[call.grid](*call.args, **call.kwargs)
+        call = bwd_keys_call(q, k, v, do, dk, dv, kpm_i, param, stats, rows, *common, _plan("_bwd_keys", q, lk))
+        _triton._bwd_keys[call.grid](*call.args, **call.kwargs)
         dparam = None
         if ctx.needs_input_grad[3] and ctx.transform in ("sparsegen_lin", "entmax_bisect"):
             dparam = rows[1].view(b, h, lq).sum(dim=(0, 2))

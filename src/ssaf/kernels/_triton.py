@@ -1,16 +1,19 @@
 """Triton kernels of fused sparse attention: scores, exact threshold, probabilities, dropout and P.V, with
-the backward pass. Imported only when triton is (``ssaf.kernels`` decides).
+the backward pass. Imported only when triton is (``ssaf.kernels`` decides); launched as ``plan`` says.
 
 A forward program owns BLOCK_M queries of one (batch, head) and their *whole* key row (L_PAD <= 512 keys
-on chip): the scores are one ``tl.dot``, the threshold is found on the row in registers with the same
-exactness tests as ``ssaf.transforms`` (Michelot's unchanged support for sparsemax / sparsegen-lin, the
-closed-form 1.5-entmax root on the exact support, alpha-entmax's bracketed Newton to a row-sum tolerance),
-never a fixed number of steps. Only O(L) per row leaves the chip: the row max, the threshold and the
-normaliser, from which the backward recomputes the probabilities (as FlashAttention recomputes softmax).
+on chip): the scores are ``tl.dot``s over slices of BLOCK_D of the head dim (a slice of K passes through
+registers, not the whole (D, L) tile, which spilled at 512 keys and D = 128), the threshold is found on
+the row in registers with the same exactness tests as ``ssaf.transforms`` (Michelot's unchanged support
+for sparsemax / sparsegen-lin, the closed-form 1.5-entmax root on the exact support, alpha-entmax's
+bracketed Newton to a row-sum tolerance), never a fixed number of steps; P.V is written a head-dim slice
+at a time. Only O(L) per row leaves the chip: the row max, the threshold and the normaliser, from which the
+backward recomputes the probabilities (as FlashAttention recomputes softmax).
 
-Backward, as FlashAttention-2: a query-block kernel (full rows) computes dQ and each row's statistic
+Backward, as FlashAttention-2: a query-block kernel computes dQ and each row's statistic
 delta = sum(g w) / sum(w) of the Jacobian (w = p^(2 - alpha): 1 on the support for sparsemax), and the
-gradient of the transform's parameter per row; a key-block kernel loops over query blocks for dK, dV.
+gradient of the transform's parameter per row, in two passes over blocks of BLOCK_N keys (row sums, then
+dQ), so its registers do not grow with the row; a key-block kernel loops over query blocks for dK, dV.
 Dropout keeps an entry with probability 1 - p_drop (Philox ``tl.rand`` keyed by the entry's index), the
 backward regenerates the same mask.
 
@@ -159,14 +162,25 @@ def _threshold(x, am1, tol, n_iter, TRANSFORM: tl.constexpr, BLOCK_M: tl.constex
 
 
 @triton.jit
-def _scores(q, K, kbase, skn, skd, offs_n, offs_d, valid_n, softmax_scale, D, IEEE: tl.constexpr):
-    """s = q K^T * scale over the whole key row (BLOCK_M, L_PAD); invalid keys -inf."""
-    kt = tl.load(
-        K + kbase + offs_n[None, :] * skn + offs_d[:, None] * skd,
-        mask=valid_n[None, :] & (offs_d[:, None] < D),
-        other=0.0,
-    )  # (D_PAD, L_PAD)
-    s = _dot(q, kt, IEEE)
+def _tile(PTR, base, offs_r, stride_r, ok_r, offs_c, stride_c, ok_c):
+    """The (rows, cols) tile at PTR + base, 0 outside ok_r x ok_c."""
+    return tl.load(PTR + base + offs_r[:, None] * stride_r + offs_c[None, :] * stride_c,
+                   mask=ok_r[:, None] & ok_c[None, :], other=0.0)  # fmt: skip
+
+
+@triton.jit
+def _scores(Q, qbase, sqm, sqd, offs_m, row_ok, K, kbase, skn, skd, offs_n, valid_n, softmax_scale, D,
+            IEEE: tl.constexpr, BLOCK_M: tl.constexpr, N: tl.constexpr, D_PAD: tl.constexpr,
+            BLOCK_D: tl.constexpr):  # fmt: skip
+    """s = q K^T * scale for N keys offs_n (BLOCK_M, N); invalid keys -inf. The head dim is read in
+    slices of BLOCK_D: a (BLOCK_D, L_PAD) slice of K^T, not all of it, is in registers at once."""
+    s = tl.zeros((BLOCK_M, N), tl.float32)
+    for c in tl.static_range(0, D_PAD, BLOCK_D):
+        offs_d = c + tl.arange(0, BLOCK_D)
+        d_ok = offs_d < D
+        q = _tile(Q, qbase, offs_m, sqm, row_ok, offs_d, sqd, d_ok)  # (BLOCK_M, BLOCK_D)
+        kt = _tile(K, kbase, offs_d, skd, d_ok, offs_n, skn, valid_n)  # (BLOCK_D, N)
+        s += _dot(q, kt, IEEE)
     return tl.where(valid_n[None, :], s * softmax_scale, float("-inf"))
 
 
@@ -200,7 +214,7 @@ def _fwd(
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod, skpm_b, skpm_n,
     H, LQ, LK, D, softmax_scale, dropout_p, seed, tol, n_iter,
     TRANSFORM: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr, IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr, L_PAD: tl.constexpr, D_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, L_PAD: tl.constexpr, D_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -208,12 +222,10 @@ def _fwd(
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, L_PAD)
-    offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < LQ
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
-                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)  # fmt: skip
     valid_n = _key_valid(KPM, b, skpm_b, skpm_n, offs_n, LK, HAS_KPM)
-    s = _scores(q, K, b * skb + h * skh, skn, skd, offs_n, offs_d, valid_n, softmax_scale, D, IEEE)
+    s = _scores(Q, b * sqb + h * sqh, sqm, sqd, offs_m, row_ok, K, b * skb + h * skh, skn, skd, offs_n, valid_n,
+                softmax_scale, D, IEEE, BLOCK_M, L_PAD, D_PAD, BLOCK_D)  # fmt: skip
     m = tl.max(s, 1)
     bad = (m != m) | (m == float("inf"))  # a NaN or +inf score: the row is NaN (ssaf.transforms' rule)
     m_safe = tl.where((m == float("-inf")) | bad, 0.0, m)  # a fully masked row stays -inf: all zeros
@@ -225,11 +237,14 @@ def _fwd(
     p = tl.where(bad[:, None], float("nan"), p)
     if DROPOUT:
         p = tl.where(_keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p), p / (1.0 - dropout_p), 0.0)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :] * svd,
-                mask=valid_n[:, None] & (offs_d[None, :] < D), other=0.0)  # fmt: skip
-    out = _dot(p.to(v.dtype), v, IEEE)
-    tl.store(Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod, out.to(Out.dtype.element_ty),
-             mask=row_ok[:, None] & (offs_d[None, :] < D))  # fmt: skip
+    p = p.to(V.dtype.element_ty)
+    for c in tl.static_range(0, D_PAD, BLOCK_D):  # out = P V, a slice of the head dim at a time
+        offs_d = c + tl.arange(0, BLOCK_D)
+        d_ok = offs_d < D
+        v = _tile(V, b * svb + h * svh, offs_n, svn, valid_n, offs_d, svd, d_ok)  # (L_PAD, BLOCK_D)
+        out = _dot(p, v, IEEE)
+        tl.store(Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod,
+                 out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])  # fmt: skip
     row = bh * LQ + offs_m
     tl.store(M + row, tl.where(bad, float("nan"), m_safe), mask=row_ok)
     tl.store(TAU + row, tau, mask=row_ok)
@@ -238,69 +253,109 @@ def _fwd(
 
 
 @triton.jit
+def _row_grad_tile(Q, K, V, DO, KPM, qbase, kbase, vbase, obase, sqm, sqd, skn, skd, svn, svd, som, sod,
+                   b, skpm_b, skpm_n, bh, offs_m, row_ok, offs_n, m0, bad, tau, z, a, LQ, LK, D, softmax_scale,
+                   dropout_p, seed, TRANSFORM: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr,
+                   IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
+                   BLOCK_D: tl.constexpr):  # fmt: skip
+    """For keys offs_n of a query block: p (recomputed from the stored row statistics), g = dL/dP (through
+    the dropout mask) and the Jacobian's weights w, each (BLOCK_M, BLOCK_N), with the keys' validity."""
+    valid_n = _key_valid(KPM, b, skpm_b, skpm_n, offs_n, LK, HAS_KPM)
+    s = _scores(Q, qbase, sqm, sqd, offs_m, row_ok, K, kbase, skn, skd, offs_n, valid_n, softmax_scale, D, IEEE,
+                BLOCK_M, BLOCK_N, D_PAD, BLOCK_D)  # fmt: skip
+    x = tl.where(bad[:, None], float("-inf"), (s - m0[:, None]) * a)
+    p = _probabilities(x, tau, z, a, TRANSFORM)
+    g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)  # dL/dP_dropped = dO V^T, a slice of the head dim at a time
+    for c in tl.static_range(0, D_PAD, BLOCK_D):
+        offs_d = c + tl.arange(0, BLOCK_D)
+        d_ok = offs_d < D
+        do = _tile(DO, obase, offs_m, som, row_ok, offs_d, sod, d_ok)  # (BLOCK_M, BLOCK_D)
+        vt = _tile(V, vbase, offs_d, svd, d_ok, offs_n, svn, valid_n)  # (BLOCK_D, BLOCK_N)
+        g += _dot(do, vt, IEEE)
+    if DROPOUT:
+        g = tl.where(_keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p), g / (1.0 - dropout_p), 0.0)
+    return p, g, _weights(p, a, TRANSFORM), valid_n
+
+
+@triton.jit
 def _bwd_rows(
     Q, K, V, DO, DQ, KPM, PARAM, M, TAU, Z, DELTA, DPARAM,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod, skpm_b, skpm_n,
     H, LQ, LK, D, softmax_scale, dropout_p, seed,
     TRANSFORM: tl.constexpr, HAS_KPM: tl.constexpr, DROPOUT: tl.constexpr, IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr, L_PAD: tl.constexpr, D_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """Per query block, on full rows: dQ, the Jacobian's row statistic delta and d(parameter) per row."""
+    """Per query block: dQ, the Jacobian's row statistic delta and d(parameter) per row, in two passes over
+    blocks of BLOCK_N keys, so that registers hold (BLOCK_M, BLOCK_N) tiles however long the row (a whole
+    row of 512 keys spilled): the first sums what delta and d(parameter) need, the second forms
+    dS = w (g - delta) and accumulates dQ = dS K. p, g and w are recomputed in each pass.
+
+    With gx = w (g - delta): sparsemax's d(scale) = sum(gx p) / a = (sum(g p) - delta sum(p)) / a (w = 1 on
+    the support); alpha-entmax's d(alpha) = sum(g dp/dalpha) = beta^2 (sum(g p) - delta)
+    - beta (sum(g p log p) - delta sum(p log p)), beta = 1 / (alpha - 1)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, L_PAD)
-    offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < LQ
-    dmask = row_ok[:, None] & (offs_d[None, :] < D)
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, mask=dmask, other=0.0)
-    do = tl.load(DO + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod, mask=dmask, other=0.0)
-    valid_n = _key_valid(KPM, b, skpm_b, skpm_n, offs_n, LK, HAS_KPM)
-    s = _scores(q, K, b * skb + h * skh, skn, skd, offs_n, offs_d, valid_n, softmax_scale, D, IEEE)
     row = bh * LQ + offs_m
     m, tau, z = _row_stats(M, TAU, Z, row, row_ok)
-    param = tl.load(PARAM + h)
-    a = _coefficient(param, TRANSFORM)
+    a = _coefficient(tl.load(PARAM + h), TRANSFORM)
     bad = m != m
-    x = tl.where(bad[:, None], float("-inf"), (s - tl.where(bad, 0.0, m)[:, None]) * a)
-    p = _probabilities(x, tau, z, a, TRANSFORM)
-    vt = tl.load(
-        V + b * svb + h * svh + offs_n[None, :] * svn + offs_d[:, None] * svd,
-        mask=valid_n[None, :] & (offs_d[:, None] < D),
-        other=0.0,
-    )  # (D_PAD, L_PAD)
-    g = _dot(do, vt, IEEE)  # dL/dP_dropped
-    if DROPOUT:
-        g = tl.where(_keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p), g / (1.0 - dropout_p), 0.0)
-    w = _weights(p, a, TRANSFORM)
-    sw = tl.sum(w, 1)
-    gw = tl.sum(g * w, 1)
+    m0 = tl.where(bad, 0.0, m)
+    qbase, kbase, vbase, obase = b * sqb + h * sqh, b * skb + h * skh, b * svb + h * svh, b * sob + h * soh
+    sw = tl.zeros((BLOCK_M,), tl.float32)  # sum(w)
+    gw = tl.zeros((BLOCK_M,), tl.float32)  # sum(g w)
+    gp = tl.zeros((BLOCK_M,), tl.float32)  # sum(g p)
+    ps = tl.zeros((BLOCK_M,), tl.float32)  # sum(p) (sparsemax) or sum(p log p) (alpha-entmax)
+    gpl = tl.zeros((BLOCK_M,), tl.float32)  # sum(g p log p) (alpha-entmax)
+    start_n = 0
+    while start_n < LK:  # a while loop: Triton's interpreter cannot range() over a runtime bound
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        p, g, w, _ = _row_grad_tile(
+            Q, K, V, DO, KPM, qbase, kbase, vbase, obase, sqm, sqd, skn, skd, svn, svd, som, sod, b, skpm_b, skpm_n,
+            bh, offs_m, row_ok, offs_n, m0, bad, tau, z, a, LQ, LK, D, softmax_scale, dropout_p, seed,
+            TRANSFORM, HAS_KPM, DROPOUT, IEEE, BLOCK_M, BLOCK_N, D_PAD, BLOCK_D,
+        )  # fmt: skip
+        sw += tl.sum(w, 1)
+        gw += tl.sum(g * w, 1)
+        gp += tl.sum(g * p, 1)
+        if TRANSFORM == 0:
+            ps += tl.sum(p, 1)
+        if TRANSFORM == 2:
+            plogp = tl.where(p > 0, p * tl.log(tl.maximum(p, 1e-30)), 0.0)
+            ps += tl.sum(plogp, 1)
+            gpl += tl.sum(g * plogp, 1)
+        start_n += BLOCK_N
     delta = gw / tl.maximum(sw, 1e-30)
-    gx = w * (g - delta[:, None])  # dL/dx for sparsemax; dL/ds for the entmaxes (x = (alpha - 1) s)
     if TRANSFORM == 0:
-        ds = gx * a
-        dparam = tl.sum(gx * p, 1) / a  # dL/d(scale): sum_i gx_i s_i, the row max cancelling (gx sums to 0)
+        dparam = (gp - delta * ps) / a
     elif TRANSFORM == 1:
-        ds = gx
         dparam = tl.zeros((BLOCK_M,), tl.float32)
     else:
-        ds = gx
         beta = 1.0 / a
-        plogp = tl.where(p > 0, p * tl.log(tl.maximum(p, 1e-30)), 0.0)
-        w_hat = w / tl.maximum(sw[:, None], 1e-30)
-        dp = beta * beta * (p - w_hat) - beta * (plogp - w_hat * tl.sum(plogp, 1)[:, None])
-        dparam = tl.sum(g * dp, 1)
-    ds = tl.where(bad[:, None], float("nan"), ds)
-    kk = tl.load(
-        K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :] * skd,
-        mask=valid_n[:, None] & (offs_d[None, :] < D),
-        other=0.0,
-    )  # (L_PAD, D_PAD)
-    dq = _dot(ds.to(kk.dtype), kk, IEEE) * softmax_scale
-    tl.store(DQ + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, dq.to(DQ.dtype.element_ty),
-             mask=dmask)  # fmt: skip
+        dparam = beta * beta * (gp - delta) - beta * (gpl - delta * ps)
+    offs_d = tl.arange(0, D_PAD)
+    d_ok = offs_d < D
+    dq = tl.zeros((BLOCK_M, D_PAD), tl.float32)
+    start_n = 0
+    while start_n < LK:
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        p, g, w, valid_n = _row_grad_tile(
+            Q, K, V, DO, KPM, qbase, kbase, vbase, obase, sqm, sqd, skn, skd, svn, svd, som, sod, b, skpm_b, skpm_n,
+            bh, offs_m, row_ok, offs_n, m0, bad, tau, z, a, LQ, LK, D, softmax_scale, dropout_p, seed,
+            TRANSFORM, HAS_KPM, DROPOUT, IEEE, BLOCK_M, BLOCK_N, D_PAD, BLOCK_D,
+        )  # fmt: skip
+        ds = w * (g - delta[:, None])  # dL/dx for sparsemax; dL/ds for the entmaxes (x = (alpha - 1) s)
+        if TRANSFORM == 0:
+            ds = ds * a
+        ds = tl.where(bad[:, None], float("nan"), ds)
+        kk = _tile(K, kbase, offs_n, skn, valid_n, offs_d, skd, d_ok)  # (BLOCK_N, D_PAD)
+        dq += _dot(ds.to(kk.dtype), kk, IEEE)
+        start_n += BLOCK_N
+    tl.store(DQ + qbase + offs_m[:, None] * sqm + offs_d[None, :] * sqd, (dq * softmax_scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])  # fmt: skip
     tl.store(DELTA + row, tl.where(bad, float("nan"), delta), mask=row_ok)
     tl.store(DPARAM + row, tl.where(bad, float("nan"), dparam), mask=row_ok)
 
