@@ -88,7 +88,10 @@ def test_cli_data_file_that_is_not_utf8_exits_2_naming_file_and_line(tmp_path):
     (data / "sst2").mkdir(parents=True)
     (data / "sst2" / "train.tsv").write_bytes(b"sentence\tlabel\na fine film \t1\nun caf\xe9 \t0\n")
     (data / "sst2" / "dev.tsv").write_text("sentence\tlabel\ngood \t1\n")
-    r = run_cli("experiment=smoke", "model=tiny", f"data.dir={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    # smoke's preset says data.source=sample (a preset wins over the main config): local data asked for here
+    r = run_cli(
+        "experiment=smoke", "model=tiny", "data.source=local", f"data.dir={data}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"{data}/sst2/train.tsv:3: byte 0xe9 at column 7 is not UTF-8" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr
