@@ -91,10 +91,14 @@ def plot_sparsity_by_layer(groups: list[Group], out: Path) -> Path | None:
         return None
     ambiguous = ambiguous_settings(groups)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for g in gs:
+    # past 10 groups the default cycle repeats its colours, and two legend entries would share one
+    cmap, n = ("tab10", 10) if len(gs) <= 10 else ("tab20", 20)
+    colours = [plt.get_cmap(cmap)(k) for k in range(n)]
+    for i, g in enumerate(gs):
         layers = [r.zero_by_layer for r in g.runs if r.zero_by_layer]
         mean = [statistics.fmean(v) for v in zip(*layers, strict=True)]
-        ax.plot(range(len(mean)), mean, marker="o", label=label(g, ambiguous))
+        marker = "o" if i < 20 else "s"  # tab20's colours repeat past 20: the marker tells those apart
+        ax.plot(range(len(mean)), mean, marker=marker, color=colours[i % n], label=label(g, ambiguous))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are 0, 1, ...: no 0.2 ticks
     ax.set_xlabel("layer")
     ax.set_ylabel("fraction of exact zeros (valid keys)")
