@@ -5,7 +5,10 @@ The explanations of a sentence, each a ranking of its content tokens (``scores.c
 - ``head<h>``: that row in head h alone (the report keeps the head that is best on the split, and says so);
 - ``gradient``: gradient x input, the dot product of each token's input embedding with the gradient of the
   predicted class's log-probability: how much the token pushes toward the prediction (signed: a token
-  that argues against it ranks last);
+  that argues against it ranks last). It is first-order in the *word embedding's scale*; deleting a token
+  is another edit (positions shift, LayerNorm follows), and on a MiniLM the two can disagree in sign
+  (correlation -0.3 to -0.98 with single-token deletion drops on four sentences, gradient checked by finite
+  differences): it is the baseline the issue names, not a faithful one by construction;
 - ``random``: k content tokens drawn at random, ``draws`` times from a generator seeded by (seed, the
   sentence's index), so a rerun draws the same tokens.
 """
