@@ -1,11 +1,12 @@
 """The one adapter between ssaf's transforms and transformers' attention contract (transformers 5.x).
 
-What it registers, once, when ``ssaf`` is imported:
+What it registers, once, when ``ssaf.register()`` is called (train.py and the CLIs call it; importing
+``ssaf`` registers nothing):
 
 * ``"ssaf"`` in ``AttentionInterface`` (the attention function below) and in ``AttentionMaskInterface``
   (transformers' boolean sdpa mask). Without the mask entry transformers silently passes
   ``attention_mask=None`` to a custom attention, and padding is attended.
-* For each supported encoder family (BERT, RoBERTa, DistilBERT, ELECTRA): a config class
+* For each supported encoder family (:data:`FAMILIES`): a config class
   ``model_type = "ssaf_<family>"`` that defaults to the ``"ssaf"`` attention and carries the transform
   spec (``config.ssaf_attention``), and model classes for the base model, sequence classification and
   question answering, registered with the Auto classes. So ``AutoModelFor...from_pretrained(dir)`` on a
@@ -279,7 +280,7 @@ def ssaf_attention_forward(
     if probabilities is None:
         raise RuntimeError(
             f"{type(module).__name__} has no ssaf attention: the model was not built by ssaf. Build it with "
-            "ssaf.attention.ssaf_config(...) and an Auto class after `import ssaf`."
+            "ssaf.attention.ssaf_config(...) and an Auto class after ssaf.register()."
         )
     if scaling is None:
         scaling = query.size(-1) ** -0.5

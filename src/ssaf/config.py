@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ssaf import registry
 from ssaf.settings import (
+    PACKAGED,
     AttentionSpec,
     AttnSettings,
     DataSettings,
@@ -219,8 +220,8 @@ def looks_like_path(source: str) -> bool:
 def check_model_source(source: str, pretrained: bool) -> None:
     """A packaged model's package is installed; a local folder exists and holds a config, a tokenizer and
     (``pretrained``) weights. A hub id is left to :func:`check_hub_offline` and to transformers."""
-    if source.startswith("packaged:"):
-        module = source.removeprefix("packaged:")
+    if source.startswith(PACKAGED):
+        module = source.removeprefix(PACKAGED)
         if not module or importlib.util.find_spec(module) is None:
             raise ConfigError(
                 f"model.source={source}: the package {module!r} is not installed; install ssaf with its "
@@ -254,7 +255,7 @@ def check_hub_offline(model_source: str, data_source: str, hub_dataset: str | No
     data set from the hub must be in the local cache; say so now, not after the imports and the retries."""
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         return
-    local = model_source.startswith("packaged:") or Path(model_source).exists()
+    local = model_source.startswith(PACKAGED) or Path(model_source).exists()
     if not local:
         from huggingface_hub import try_to_load_from_cache
 
@@ -354,7 +355,7 @@ def go_offline_if_unreachable(cfg: DictConfig) -> None:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return
     source = str(OmegaConf.select(cfg, "model.source", default=""))
-    local = source.startswith("packaged:") or Path(source).exists()
+    local = source.startswith(PACKAGED) or Path(source).exists()
     data = OmegaConf.select(cfg, "data.source", default="auto")
     wants_hub = not local or data == "hub" or (data == "auto" and not OmegaConf.select(cfg, "data.dir", default=None))
     if wants_hub and not reachable(HF_HOST):

@@ -15,9 +15,7 @@ from transformers import (
 )
 
 from ssaf.attention import ssaf_config
-from ssaf.settings import AttentionSpec, ModelSpec
-
-PACKAGED = "packaged:"
+from ssaf.settings import PACKAGED, AttentionSpec, ModelSpec
 
 
 def resolve_source(source: str) -> str:

@@ -293,8 +293,7 @@ def stopped(r: Run, status: str, error: str) -> None:
         return
     state, segments = r.trainer.state, r.trainer.clock.segments
     timing = Timing(sum(segments), segments, state.global_step, state.epoch or 0.0, None, None, None, 0.0, False)
-    routes = attention_routes(r.trainer.model)  # type: ignore[arg-type]
-    summary = replace(r.summary, status=status, error=error, train=timing, history=state.log_history, routes=routes)
+    train, history = timing, state.log_history
     before = r.earlier.train if r.earlier is not None else None
     if r.earlier is not None and before is not None and state.global_step < before.steps:
         # The resume stopped before it got as far as the run had (a checkpoint that does not load, Ctrl-C
@@ -302,7 +301,9 @@ def stopped(r: Run, status: str, error: str) -> None:
         was = f"{r.earlier.status}: {r.earlier.error}" if r.earlier.error else r.earlier.status
         reached = f"the run had reached step {before.steps} ({was})"
         error = f"a resume stopped at step {state.global_step} ({error}); {reached}"
-        summary = replace(r.summary, status=status, error=error, train=before, history=r.earlier.history, routes=routes)
+        train, history = before, r.earlier.history
+    routes = attention_routes(r.trainer.model)  # type: ignore[arg-type]
+    summary = replace(r.summary, status=status, error=error, train=train, history=history, routes=routes)
     write_summary(r.work_dir, summary)
     if r.tracker is not None:
         r.tracker.finish(None)

@@ -169,6 +169,9 @@ class AttnSettings(AttentionSpec):
 # ----------------------------------------------------------------------------- model, trainer, logger, data
 
 
+PACKAGED = "packaged:"  # model.source: a Python module with get_model_path() that ships the model
+
+
 @dataclass
 class ModelSpec:
     """Where the weights come from and whether to use them (``pretrained=False``: random init, same shape)."""
