@@ -145,3 +145,12 @@ def test_the_cli_refuses_a_folder_without_a_model_before_loading_anything(tmp_pa
 
     with pytest.raises(SystemExit, match=r"holds no saved model \(no config.json\)"):
         main([str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_the_cli_refuses_to_score_the_demo_set_unless_asked(tmp_path, monkeypatch):
+    from ssaf.explain import cli
+
+    monkeypatch.delenv("SSAF_DATA_DIR", raising=False)
+    monkeypatch.setattr(cli, "check_model_dir", lambda path: None)  # no model is loaded before the data check
+    with pytest.raises(SystemExit, match=r"no real data for task sst2_sentences.*--data-source sample"):
+        cli.main([str(tmp_path), "--out", str(tmp_path / "out")])

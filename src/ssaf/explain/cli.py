@@ -87,7 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     ssaf.register()
     words = lexicon.vader_words()
     data = load_task_data(task, a.data_source, a.data_dir, (a.split,), max_eval_samples=a.max_examples)
+    if data.source == "sample" and a.data_source != "sample":
+        raise SystemExit(
+            f"ssaf-explain: no real data for task {task.name} (no --data-dir, no SSAF_DATA_DIR, no hub): scores "
+            "on ssaf's generated demo set mean nothing; set SSAF_DATA_DIR=../shared/data (or --data-dir), or "
+            "pass --data-source sample to score the demo set anyway"
+        )
     texts = list(data.splits[a.split]["text_a"])
+    header = (
+        f"# Attention as explanation: {task.name} {a.split} ({len(texts)} sentences, {data.origin[a.split]})\n\n"
+        f"Lexicon: {lexicon.NAME}, {len(words)} words. Random baselines: {a.draws} draws per sentence and k, "
+        f"seed {a.seed}. Intervals: bootstrap 95% over sentences (1,000 resamples)."
+    )
     results = []
     for path in a.models:
         t0 = time.time()
@@ -96,12 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         sentences = explain.explain_split(model, tokenizer, texts, words, task.max_seq_length, a.draws, a.seed)
         results.append(report.ModelResult(model_name(path), str(path), sentences))
         print(f"{results[-1].name}: {len(texts)} sentences in {time.time() - t0:.0f} s", file=sys.stderr)
-    header = (
-        f"# Attention as explanation: {task.name} {a.split} ({len(texts)} sentences, {data.origin[a.split]})\n\n"
-        f"Lexicon: {lexicon.NAME}, {len(words)} words. Random baselines: {a.draws} draws per sentence and k, "
-        f"seed {a.seed}. Intervals: bootstrap 95% over sentences (1,000 resamples)."
-    )
-    report.write(results, a.out, header)
+        # After each model (a model takes minutes): an interrupted call keeps the models already scored.
+        report.write(results, a.out, header)
     print(f"wrote {a.out / 'explain.md'}, explain.json, deletion_curve.png")
     return 0
 
