@@ -405,6 +405,21 @@ def test_wandb_auto_without_a_key_goes_offline_without_prompting(tmp_path):
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
+# train.py, killed with SIGKILL by itself as soon as checkpoint-4 is saved (a crash at a known point).
+KILLED_AFTER_CHECKPOINT_4 = """
+import os, runpy, signal, sys
+from ssaf.training import SsafTrainer
+save = SsafTrainer._save_checkpoint
+def save_then_die(self, *a, **kw):
+    save(self, *a, **kw)
+    if self.state.global_step == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+SsafTrainer._save_checkpoint = save_then_die
+sys.argv[0] = "train.py"
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
 def test_resume_after_sigkill_ends_with_the_same_metrics(tmp_path):
     args = ["experiment=smoke", "trainer.max_steps=8", "trainer.eval_every=2", "trainer.save_total_limit=10",
             "trainer.keep_checkpoints=true"]  # fmt: skip
@@ -413,19 +428,14 @@ def test_resume_after_sigkill_ends_with_the_same_metrics(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "runs" / "a"
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={killed}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 240
-    while not (killed / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # SIGKILL from inside, right after checkpoint-4 is complete: killing from outside once it appears raced
+    # the run, which on an idle machine finished its 8 steps before the signal landed.
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_CHECKPOINT_4, *args, f"hydra.run.dir={killed}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert (killed / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
     assert read(killed)["status"] == "running", "a killed run says it never finished"
 
     r = run_cli(*args, "resume=true", f"hydra.run.dir={tmp_path / 'runs' / 'b'}")
