@@ -2,7 +2,8 @@
 sm_80 and sm_90 with the launch plan (Triton's interpreter accepts programs the compiler rejects), without
 spilling registers and within the architecture's shared memory; the plan is what the launcher uses and what
 ``unsupported`` consults; the occupancy arithmetic. The whole bf16 matrix (every head dim and key bucket) is
-``slow``: ``pytest -m slow tests/unit/test_kernel_resources.py`` or ``scripts/kernel_resources.py --check``."""
+``slow`` (bf16 and fp16, each mask/dropout combination): ``pytest -m slow tests/unit/test_kernel_resources.py``
+or ``scripts/kernel_resources.py --dtype bf16,fp16 --flags all --check``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ssaf.kernels import resources as R
 ARCHS = (80, 90)
 CODES = ("sparsemax", "entmax15", "entmax_bisect")  # sparsegen_lin compiles to sparsemax's kernel
 SUPPORTED = [(lp, d) for lp in (64, 128, 256, 512) for d in K.HEAD_DIMS]
+FLAGS = [(True, True), (True, False), (False, True), (False, False)]  # key mask, dropout
 
 
 FAST = [
@@ -29,6 +31,9 @@ FAST = [
     for arch in ARCHS
     for transform in CODES
 ]
+# Where ptxas, left to choose, spilled 8 bytes a thread (an evaluation's forward: no dropout; sm_80, D 128):
+# the plan's register cap (Launch.maxnreg) must keep it at 0.
+SPILLED_UNCAPPED = [("_fwd", 80, "bf16", 128, 128, "entmax15", True, False)]
 
 
 def _fits(row: R.Row) -> None:
@@ -40,7 +45,7 @@ def _fits(row: R.Row) -> None:
 @pytest.fixture(scope="module")
 def largest() -> dict[tuple, R.Row]:
     """Each kernel x transform x arch compiled once (in one child process: these tests run interpreted)."""
-    return dict(zip(FAST, R.compile_rows(FAST, jobs=2), strict=True))
+    return dict(zip(FAST + SPILLED_UNCAPPED, R.compile_rows(FAST + SPILLED_UNCAPPED, jobs=2), strict=True))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -49,6 +54,11 @@ def largest() -> dict[tuple, R.Row]:
 def test_each_kernel_compiles_for_the_gpu_at_the_largest_shape_without_spilling(kernel, transform, arch, largest):
     """512 keys, D = 128, bf16, mask and dropout on: the shape whose whole-tile design spilled."""
     _fits(largest[(kernel, arch, "bf16", 512, 128, transform, True, True)])
+
+
+@pytest.mark.parametrize("spec", SPILLED_UNCAPPED, ids=lambda s: f"{s[0]}-sm{s[1]}-L{s[3]}-D{s[4]}-{s[5]}-no-dropout")
+def test_the_register_cap_keeps_a_shape_ptxas_spilled_on_chip(spec, largest):
+    _fits(largest[spec])
 
 
 def test_compiling_for_a_gpu_leaves_the_interpreter_as_it_was():
@@ -72,18 +82,26 @@ def matrix(request) -> dict[tuple, R.Row]:
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the full matrix: pytest -m slow (or scripts/kernel_resources.py --check)")
     specs = [
-        (k, a, "bf16", lp, d, t, True, True) for k in P.KERNELS for t in CODES for lp, d in SUPPORTED for a in ARCHS
+        (k, a, dtype, lp, d, t, mask, dropout)
+        for k in P.KERNELS
+        for t in CODES
+        for lp, d in SUPPORTED
+        for a in ARCHS
+        for dtype in ("bf16", "fp16")
+        for mask, dropout in FLAGS
     ]
     return dict(zip(specs, R.compile_rows(specs, jobs=2), strict=True))
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mask,dropout", FLAGS, ids=[f"mask{int(m)}-dropout{int(p)}" for m, p in FLAGS])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("l_pad,d", SUPPORTED, ids=[f"L{lp}-D{d}" for lp, d in SUPPORTED])
 @pytest.mark.parametrize("transform", CODES)
 @pytest.mark.parametrize("kernel", P.KERNELS)
-def test_every_supported_bf16_shape_fits(kernel, transform, l_pad, d, arch, matrix):
-    _fits(matrix[(kernel, arch, "bf16", l_pad, d, transform, True, True)])
+def test_every_supported_shape_fits(kernel, transform, l_pad, d, arch, dtype, mask, dropout, matrix):
+    _fits(matrix[(kernel, arch, dtype, l_pad, d, transform, mask, dropout)])
 
 
 @pytest.mark.parametrize("capability", [None, (8, 0), (9, 0)])
@@ -98,6 +116,15 @@ def test_the_plan_gives_every_supported_shape_a_launch_triton_accepts(dtype, cap
             assert block >= 16 and block & (block - 1) == 0, f"{kernel}: blocks are powers of two >= 16"
         assert d_pad % launch.block_d == 0 and launch.block_d <= d_pad, "head-dim slices tile the padded head dim"
         assert launch.block_n <= l_pad or kernel == "_bwd_keys"
+
+
+@pytest.mark.parametrize("kernel", P.KERNELS)
+def test_on_a_gpu_the_plan_caps_registers_within_the_register_file_and_the_interpreter_gets_no_cap(kernel):
+    for l_pad, d in SUPPORTED:
+        for capability in ((8, 0), (9, 0)):
+            launch = P.launch_plan(kernel, l_pad, d, torch.bfloat16, capability)
+            assert launch.maxnreg == P.MAXNREG and launch.maxnreg * launch.num_warps * 32 <= 65536
+        assert P.launch_plan(kernel, l_pad, d, torch.bfloat16, None).maxnreg is None
 
 
 def test_the_launcher_asks_the_plan_for_each_kernel_and_launches_what_it_says(monkeypatch):

@@ -273,6 +273,26 @@ def test_a_kernel_that_fails_to_compile_degrades_auto_to_the_torch_path_with_one
     assert torch.equal(again, out)
 
 
+def test_a_backward_that_fails_to_compile_is_found_before_the_forward_and_auto_declines_it(fresh_device, monkeypatch):
+    """The backward's kernels compile inside ``dispatch`` (where ``auto`` can still fall back), not at the
+    backward's first launch inside autograd; only when a gradient will be asked for."""
+    q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
+    K._checked.add(("cpu", "sparsemax", torch.float32))  # the self-check passed (it compiles one specialisation)
+    compiles = []
+    monkeypatch.setattr(K, "compile_backward", lambda *a: compiles.append(a) or _out_of_shared_memory())
+    out, route = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm)  # no gradient wanted: no backward
+    assert route.path == "fused" and not compiles
+    q.requires_grad_(True)
+    said = r"q \(2, 2, 24, 16\), 24 keys, float32: failed with OutOfResources: out of resource: shared memory"
+    with pytest.raises(K.KernelError, match=said):
+        K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="triton")
+    with pytest.warns(RuntimeWarning, match=said + r".*the torch path runs on this device from now on"):
+        out, route = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, dropout_p=0.1)
+    assert route.path == "torch" and "declined" in route.reason and len(compiles) == 2
+    out.sum().backward()  # the step goes on, on the torch path
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
 @pytest.mark.parametrize(
     "wrong,transform", [("output", "entmax15"), ("dq", "entmax15"), ("d lam / alpha", "entmax_bisect")]
 )
@@ -346,3 +366,26 @@ def test_the_self_check_runs_inside_an_evaluation(mode, fresh_device):
     assert route.path == "fused" and K._checked == {("cpu", "sparsegen_lin", torch.float32)}
     expected = K.sparse_attention(q.double(), k.double(), v.double(), "sparsegen_lin", lam=-1.0, key_padding_mask=kpm)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("masked,dropout_p", [(True, 0.1), (False, 0.0)])
+def test_the_backward_compiled_ahead_is_the_one_the_backward_launches(masked, dropout_p, fresh_device, monkeypatch):
+    """On a GPU ``compile_backward`` compiles the backward's own specialisation: the backward then finds both
+    kernels in Triton's cache and compiles nothing more (the ahead-of-time compile is not a second one)."""
+    from ssaf.kernels import _triton
+
+    monkeypatch.setattr(K, "_backward_ready", set())
+    q, k, v = (torch.randn(2, 4, 200, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    kpm = torch.ones(2, 200, dtype=torch.bool, device="cuda") if masked else None
+    if masked:
+        kpm[0, 150:] = False
+    out, route = K.dispatch(q, k, v, "entmax15", key_padding_mask=kpm, dropout_p=dropout_p)
+    assert route.path == "fused" and len(K._backward_ready) == 1
+
+    def cached(fn):
+        return sum(len(cache) for cache, *_ in fn.device_caches.values())
+
+    before = [cached(_triton._bwd_rows), cached(_triton._bwd_keys)]
+    out.float().sum().backward()
+    assert [cached(_triton._bwd_rows), cached(_triton._bwd_keys)] == before

@@ -10,7 +10,9 @@ from ``plan.launch_plan``; ``scripts/kernel_resources.py`` compiles them for sm_
 
 Fail-safe on a real device: the first fused call of each transform and dtype on a device first runs
 ``self_check`` (the kernel against the float64 torch path, forward and backward, with a padded and a fully
-masked row). If that check, or compiling or launching the kernel, fails, ``kernel="auto"`` warns once
+masked row), and each new specialisation's backward kernels are compiled before its forward runs
+(``compile_backward``: a backward that failed to compile inside autograd would end the step). If that check,
+or compiling or launching the kernel, fails, ``kernel="auto"`` warns once
 (device, capability, shape, the error) and declines the kernel on that device for the rest of the
 process, and the torch path serves the call; ``kernel="triton"`` raises ``KernelError`` with the same
 message. ``dispatch`` returns which path served a call, for the run's record.
@@ -49,6 +51,9 @@ CHECK_TOL = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 # whose self-check passed. A decline lasts for the process (a new run starts clean).
 _declined: dict[str, str] = {}
 _checked: set[tuple[str, str, torch.dtype]] = set()
+# The backward specialisations compiled ahead (``compile_backward``): device, transform, dtype, key bucket,
+# head dim, key mask or not, dropout or not.
+_backward_ready: set[tuple[str, str, torch.dtype, int, int, bool, bool]] = set()
 
 
 class KernelError(RuntimeError):
@@ -164,6 +169,8 @@ def dispatch(
     if failure is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else 0  # CPU generator: no sync
         try:
+            if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, param)):
+                compile_backward(q, k, key_padding_mask, transform, dropout_p)
             out = _SparseAttention.apply(q, k, v, param, key_padding_mask, transform, scale, dropout_p, seed)
             return out, Route("fused")
         except torch.cuda.OutOfMemoryError:
@@ -333,7 +340,7 @@ def _capability(t: Tensor) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class Call:
-    """One kernel launch: its grid, positional arguments and keywords (constexprs, warps, stages)."""
+    """One kernel launch: its grid, positional arguments and keywords (constexprs, warps, stages, register cap)."""
 
     grid: tuple[int, int]
     args: tuple[Any, ...]
@@ -354,6 +361,8 @@ def _common(q: Tensor, k: Tensor, v: Tensor, o: Tensor, kpm: Tensor | None, tran
         "num_warps": launch.num_warps,
         "num_stages": launch.num_stages,
     }
+    if launch.maxnreg is not None:  # a GPU launch (the interpreter takes no compiler options)
+        meta["maxnreg"] = launch.maxnreg
     return strides, meta
 
 
@@ -409,6 +418,43 @@ def bwd_keys_call(
 
 def _plan(kernel: str, q: Tensor, lk: int) -> plan.Launch:
     return plan.launch_plan(kernel, plan.padded_keys(lk), q.shape[-1], q.dtype, _capability(q))
+
+
+def compile_backward(q: Tensor, k: Tensor, kpm: Tensor | None, transform: str, dropout_p: float) -> None:
+    """Compile (and load on the device) the two backward kernels this call's backward will launch, now.
+
+    Triton compiles a kernel at its first launch, and the backward's first launch is inside autograd, where a
+    compile error or a card without the shared memory it asks for would end the step (and the run) with no
+    way back to the torch path. Compiled here, inside ``dispatch``'s fail-safe, the same failure declines
+    the kernel before the forward runs. The self-check compiles one specialisation (its shape, mask on,
+    dropout off); each key bucket, head dim, mask and dropout is another, so each is compiled once, here.
+    On CPU (Triton's interpreter) nothing compiles.
+    """
+    capability = _capability(q)
+    lk = k.shape[2]
+    ready = (str(q.device), transform, q.dtype, plan.padded_keys(lk), q.shape[-1], kpm is not None, dropout_p > 0)
+    if capability is None or ready in _backward_ready:
+        return
+    from ssaf.kernels import _triton
+
+    b, h, lq, _ = q.shape
+    q, k = q.contiguous(), k.contiguous()
+    kpm_i = None if kpm is None else kpm.to(torch.int8).contiguous()
+    param = torch.ones(h, dtype=torch.float32, device=q.device)
+    stats = torch.empty((4, b * h * lq), dtype=torch.float32, device=q.device)
+    rows = torch.empty((2, b * h * lq), dtype=torch.float32, device=q.device)
+    common = (transform, 1.0, dropout_p, 0)
+    # Launched with the call's own tensors and sizes (nothing is written: warmup compiles, it does not run),
+    # so the specialisation (dtypes, divisibility of sizes and strides) is the one the backward launches.
+    rows_call = bwd_rows_call(q, k, k, q, q, kpm_i, param, stats, rows, *common, _plan("_bwd_rows", q, lk))
+    keys_call = bwd_keys_call(q, k, k, q, k, k, kpm_i, param, stats, rows, *common, _plan("_bwd_keys", q, lk))
+    calls = ((_triton._bwd_rows, rows_call), (_triton._bwd_keys, keys_call))
+    for fn, call in calls:
+        compiled = fn.warmup(*call.args, grid=call.grid, **call.kwargs)
+        init = getattr(compiled, "_init_handles", None)  # loads it: raises where the card lacks its shared memory
+        if init is not None:
+            init()
+    _backward_ready.add(ready)
 
 
 class _SparseAttention(torch.autograd.Function):

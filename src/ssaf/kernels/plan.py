@@ -37,6 +37,7 @@ import torch
 KERNELS = ("_fwd", "_bwd_rows", "_bwd_keys")
 BLOCK_M = 16  # queries per program (tl.dot's least M)
 BLOCK_D = 32  # head-dim slice read at a time (scores, P V, dO V^T)
+MAXNREG = 255  # registers a thread may use on a GPU (see Launch.maxnreg); 255 x 8 warps x 32 fits every SM's 64K
 
 
 def padded_keys(lk: int) -> int:
@@ -60,6 +61,10 @@ class Launch:
     block_n: int
     block_d: int
     declined: str = ""  # why the kernel does not serve this shape ("" = it does)
+    # ptxas's register cap (Triton's ``maxnreg``; None: ptxas chooses). Left to itself ptxas sometimes settles
+    # on 72-168 registers a thread and spills 8-16 bytes to stay at a higher occupancy (18 of 1,152 bf16 rows
+    # with the mask or dropout off); 255, the most a thread can address, lets it use what it needs instead.
+    maxnreg: int | None = None
 
 
 def launch_plan(kernel: str, l_pad: int, d: int, dtype: torch.dtype, capability: tuple[int, int] | None) -> Launch:
@@ -73,15 +78,18 @@ def launch_plan(kernel: str, l_pad: int, d: int, dtype: torch.dtype, capability:
         why = (f"compute capability {capability[0]}.{capability[1]}: before sm_80 the kernels spill (sm_75, 128 keys, "
                "D 64: 640-2,448 bytes a thread, fp16 and bf16)")  # fmt: skip
         return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=min(64, l_pad), block_d=block_d, declined=why)
+    maxnreg = None if capability is None else MAXNREG
     if kernel == "_fwd":
-        return Launch(num_warps=4 if l_pad <= 256 else 8, num_stages=1, block_m=BLOCK_M, block_n=l_pad, block_d=block_d)
+        warps = 4 if l_pad <= 256 else 8
+        return Launch(warps, num_stages=1, block_m=BLOCK_M, block_n=l_pad, block_d=block_d, maxnreg=maxnreg)
     if kernel == "_bwd_rows":
         # ptxas is not monotone here: 64 keys a block spilled 8 bytes at D 64-128 (sm_80 1.5-entmax, sm_90
         # alpha-entmax), 32 keys spilled 8 bytes at D 32 (sm_80 alpha-entmax, capped at 80 registers)
         block_n = 16 if capability is None else min(64 if d_pad <= 32 else 32, l_pad)
-        return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=block_d)
+        return Launch(num_warps=4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=block_d, maxnreg=maxnreg)
     block_n = 16 if l_pad <= 64 or capability is None else 32
-    return Launch(num_warps=8 if d_pad > 64 else 4, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=d_pad)
+    warps = 8 if d_pad > 64 else 4
+    return Launch(warps, num_stages=1, block_m=BLOCK_M, block_n=block_n, block_d=d_pad, maxnreg=maxnreg)
 
 
 def declined(l_pad: int, d: int, dtype: torch.dtype, capability: tuple[int, int] | None) -> str:
