@@ -4,14 +4,16 @@ Its readers, by the transform's config name (``attn.transform``): the config sch
 (``ssaf.settings.AttentionSpec`` checks the name, the parameter's range and the backends; ``ssaf.config``
 warns about a parameter the transform does not read), the transformers adapter (``ssaf.attention``: the
 maths function, the parameter, the learned-parameter class), the pipeline (the run record's
-``AttentionInfo``, which the comparison report reads back) and the dashboard (which runs log learned values).
+``AttentionInfo``, which the comparison report reads back; the report labels its parameter axis from
+here) and the dashboard (which runs log learned values).
 By maths function name: the fused kernels (``ssaf.kernels``: which functions have a kernel, and which
 algorithm serves each). The parameters' ranges (:data:`PARAMS`) are checked here for every caller, the
 maths functions and the learned modules included, so each bound and its message is written once.
 
 Adding a transform is one :class:`Transform` entry in :data:`TRANSFORMS`, with its maths in
-``ssaf.transforms`` (tests/integration/test_one_record.py adds one and trains with it).
-Pure Python on purpose: the config schema and the report import it without torch.
+``ssaf.transforms`` (tests/integration/test_one_record.py adds one and trains with it through
+``attn.transform=<name>``; a ``conf/attn/<name>.yaml`` only adds the ``attn=<name>`` shorthand).
+Pure Python on purpose: the config schema and the dashboard import it without torch.
 """
 
 from __future__ import annotations

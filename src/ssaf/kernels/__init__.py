@@ -16,10 +16,9 @@ process, and the torch path serves the call; ``kernel="triton"`` raises ``Kernel
 message. ``dispatch`` returns which path served a call, for the run's record.
 
 Transforms, named as in ``ssaf.transforms``: the functions whose ``ssaf.registry`` records name a kernel
-(:data:`TRANSFORMS`: sparsemax, sparsegen_lin (``lam``), entmax15, entmax_bisect (``alpha``)), each served by the
-algorithm its record names. Softmax has no kernel here: in a model it runs on torch's
-``scaled_dot_product_attention`` where nothing needs the probabilities, and on the eager torch path where
-something does (``ssaf.attention.route``).
+(:data:`TRANSFORMS`), each served by the algorithm its records name, with the parameter they read. Softmax
+has no kernel here: in a model it runs on torch's ``scaled_dot_product_attention`` where nothing needs the
+probabilities, and on the eager torch path where something does (``ssaf.attention.route``).
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ def sparse_attention(
 
     Args:
         q, k, v: (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); fp32, bf16 or fp16 (thresholds in fp32).
-        transform: ``sparsemax``, ``sparsegen_lin``, ``entmax15`` or ``entmax_bisect``.
+        transform: a function of :data:`TRANSFORMS` (``sparsemax``, ``sparsegen_lin``, ...).
         lam: sparsegen-lin's lam < 1, a float or one per head ((H,) or (1, H, 1, 1)); gets a gradient.
         alpha: alpha-entmax's alpha > 1, likewise.
         key_padding_mask: (B, Lk) bool, True = a real token (may be attended).
