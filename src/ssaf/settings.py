@@ -128,8 +128,8 @@ class AttentionSpec:
         if self.kernel == "triton" and "triton" not in t.backends:
             served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "triton" in r.backends)
             raise ValueError(
-                f"attn.kernel=triton serves {served}, not {self.transform!r} (softmax runs on sdpa); "
-                "use attn.kernel=auto"
+                f"attn.kernel=triton serves {served}, not {self.transform!r} (softmax runs on sdpa where nothing "
+                "needs the probabilities, else on the torch path); use attn.kernel=auto"
             )
 
     @property

@@ -534,3 +534,80 @@ def test_attention_stats_of_two_processes_combine_into_those_of_the_whole_evalua
     )
     for stat, layers in whole.summary().items():
         torch.testing.assert_close(torch.tensor(shares[0].summary()[stat]), torch.tensor(layers), atol=2e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- one list of families
+
+
+def test_these_tests_build_a_model_of_every_family_ssaf_serves():
+    """The tests above loop over this file's FAMILIES: a family added to ssaf.attention.FAMILIES without a tiny
+    config here would go untested."""
+    from ssaf.attention import FAMILIES as SERVED
+
+    assert sorted(FAMILIES) == sorted(SERVED)
+    for family, config in FAMILIES.items():
+        assert isinstance(config, SERVED[family].config), family
+
+
+def test_readme_lists_every_family_ssaf_serves():
+    """README's table of encoders (section "Encoders") names the families of ssaf.attention.FAMILIES, no more."""
+    import re
+    from pathlib import Path
+
+    from ssaf.attention import FAMILIES as SERVED
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("\n## Encoders\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (?!family |---)([^|]+?) \|", section, flags=re.M)
+    listed = {re.sub(r"[^a-z]", "", name.lower()) for row in rows for name in row.split(", ")}
+    assert listed == {re.sub(r"[^a-z]", "", family) for family in SERVED}, rows
+
+
+# What ssaf 0.1 wrote beside a saved BERT model (ssaf_modeling.py), verbatim: the names it reads from
+# ssaf.attention must stay there, or models saved then stop loading with trust_remote_code=True.
+OLD_REMOTE_MODULE = '''"""Written by ssaf beside a saved model: `AutoModel...from_pretrained(dir,
+trust_remote_code=True)` loads it with its sparse attention, without `import ssaf` in your code. It
+needs the ssaf package installed (pip install ssaf)."""
+
+import ssaf
+from ssaf import attention as _attention
+
+ssaf.register()
+SsafBertConfig = _attention.CONFIG_CLASSES['bert']
+SsafBertModel = _attention.MODEL_CLASSES[('bert', _attention.AutoModel)]
+SsafBertForSequenceClassification = _attention.MODEL_CLASSES[('bert', _attention.AutoModelForSequenceClassification)]
+SsafBertForQuestionAnswering = _attention.MODEL_CLASSES[('bert', _attention.AutoModelForQuestionAnswering)]
+'''
+
+
+def test_the_remote_module_of_an_older_saved_model_still_finds_its_classes():
+    names: dict = {}
+    exec(compile(OLD_REMOTE_MODULE, "ssaf_modeling.py", "exec"), names)
+    assert names["SsafBertConfig"] is type(ssaf_config(FAMILIES["bert"], SPECS["sparse"]))
+    for head in (AutoModelForSequenceClassification, AutoModelForQuestionAnswering):
+        model = tiny_model("bert", SPECS["sparse"], head=head)
+        assert names[type(model).__name__] is type(model)
+        assert type(model).__module__ == "ssaf.attention", "the package: where the remote module finds it"
+
+
+def test_only_registration_touches_transformers_registries():
+    """One module registers with transformers (AttentionInterface, AttentionMaskInterface, the Auto classes'
+    ``register``); the others only define what it registers."""
+    import ast
+    from pathlib import Path
+
+    import ssaf.attention
+
+    def touches(tree: ast.AST) -> bool:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and {a.name for a in node.names} & {
+                "AttentionInterface",
+                "AttentionMaskInterface",
+            }:
+                return True
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register":
+                return True
+        return False
+
+    package = Path(ssaf.attention.__file__).parent
+    assert {p.name for p in package.glob("*.py") if touches(ast.parse(p.read_text()))} == {"registration.py"}

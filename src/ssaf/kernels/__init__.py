@@ -17,14 +17,14 @@ or compiling or launching the kernel, fails, ``kernel="auto"`` warns once
 process, and the torch path serves the call; ``kernel="triton"`` raises ``KernelError`` with the same
 message. ``dispatch`` returns which path served a call, for the run's record.
 
-Transforms, named as in ``ssaf.transforms``: ``sparsemax``, ``sparsegen_lin`` (``lam``), ``entmax15``,
-``entmax_bisect`` (``alpha``). Softmax has no kernel here: in a model it runs on torch's
-``scaled_dot_product_attention`` (``ssaf.attention``).
+Transforms, named as in ``ssaf.transforms``: the functions whose ``ssaf.registry`` records name a kernel
+(:data:`TRANSFORMS`), each served by the algorithm its records name, with the parameter they read. Softmax
+has no kernel here: in a model it runs on torch's ``scaled_dot_product_attention`` where nothing needs the
+probabilities, and on the eager torch path where something does (``ssaf.attention.route``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssaf import registry
 from ssaf import transforms as T
 from ssaf.kernels import plan
 from ssaf.transforms._common import warn_once
 
-TRANSFORMS = ("sparsemax", "sparsegen_lin", "entmax15", "entmax_bisect")
+TRANSFORMS = registry.kernel_functions()  # the maths functions with a fused kernel
 MAX_KEYS = 512  # a block of queries holds its whole key row on chip
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -84,8 +85,8 @@ def triton_available() -> bool:
 
 def unsupported(q: Tensor, k: Tensor, transform: str) -> str | None:
     """Why the fused kernel cannot serve these inputs (None: it can)."""
-    if transform not in TRANSFORMS:
-        return f"transform {transform!r} (the kernel serves {', '.join(TRANSFORMS)})"
+    if registry.kernel(transform) is None:
+        return f"transform {transform!r} (the kernel serves {', '.join(registry.kernel_functions())})"
     if not triton_available():
         return "triton is not installed"
     if not (q.is_cuda or (interpreted() and q.device.type == "cpu")):
@@ -127,8 +128,8 @@ def dispatch(
     kernel: str = "auto",
 ) -> tuple[Tensor, Route]:
     """:func:`sparse_attention`, also returning the :class:`Route` that served the call."""
-    if transform not in TRANSFORMS:
-        raise ValueError(f"unknown transform {transform!r}; the kernels serve {', '.join(TRANSFORMS)}")
+    if registry.kernel(transform) is None:
+        raise ValueError(f"unknown transform {transform!r}; the kernels serve {', '.join(registry.kernel_functions())}")
     if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q, k, v must be (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); got {tuple(q.shape)}, "
@@ -142,13 +143,13 @@ def dispatch(
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     scale = d**-0.5 if scale is None else float(scale)
+    takes = registry.function_param(transform)
+    given = {"lam": lam, "alpha": alpha}.get(takes.name) if takes is not None else None
+    if takes is not None and given is not None and not isinstance(given, Tensor):
+        takes.check(given)  # a tensor is per head: learned, valid by construction (checking it would sync)
     if transform == "sparsegen_lin" and lam is not None:
-        if not isinstance(lam, Tensor) and not (math.isfinite(lam) and lam < 1):
-            raise ValueError(f"lam must be finite and < 1, got {lam}")
         param = 1.0 / (1.0 - _per_head(lam, "lam", 0.0, h, q))  # the scale 1 / (1 - lam), with autograd
     elif transform == "entmax_bisect":
-        if not isinstance(alpha, Tensor) and alpha is not None and not (math.isfinite(alpha) and alpha > 1):
-            raise ValueError(f"alpha must be finite and > 1, got {alpha}")
         param = _per_head(alpha, "alpha", 1.5, h, q)
     else:
         param = torch.ones(h, dtype=torch.float32, device=q.device)
@@ -204,7 +205,7 @@ def sparse_attention(
 
     Args:
         q, k, v: (B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D); fp32, bf16 or fp16 (thresholds in fp32).
-        transform: ``sparsemax``, ``sparsegen_lin``, ``entmax15`` or ``entmax_bisect``.
+        transform: a function of :data:`TRANSFORMS` (``sparsemax``, ``sparsegen_lin``, ...).
         lam: sparsegen-lin's lam < 1, a float or one per head ((H,) or (1, H, 1, 1)); gets a gradient.
         alpha: alpha-entmax's alpha > 1, likewise.
         key_padding_mask: (B, Lk) bool, True = a real token (may be attended).
@@ -270,7 +271,7 @@ def self_check(q: Tensor, k: Tensor, transform: str, param: Tensor, scale: float
     Autocast is off inside it: the reference is float64.
     """
     lk, d = k.shape[-2], q.shape[-1]
-    wrt = 4 if transform in ("sparsegen_lin", "entmax_bisect") else 3  # q, k, v (and lam / alpha)
+    wrt = 3 if registry.function_param(transform) is None else 4  # q, k, v (and lam / alpha)
     try:
         # The call may come from an evaluation (no_grad, inference mode: every tensor made in it, even a
         # clone, is one autograd refuses) or a mixed-precision step (autocast).
@@ -326,11 +327,14 @@ def reference(
 
 
 def _code(transform: str) -> int:
+    """The kernels' code for the algorithm the registry names for ``transform`` (``registry.KERNEL_ALGORITHMS``)."""
     from ssaf.kernels import _triton
 
-    return {"sparsemax": _triton.SPARSEMAX, "sparsegen_lin": _triton.SPARSEMAX, "entmax15": _triton.ENTMAX15}.get(
-        transform, _triton.BISECT
-    )
+    codes = {"sparsemax": _triton.SPARSEMAX, "entmax15": _triton.ENTMAX15, "bisect": _triton.BISECT}
+    algorithm = registry.kernel(transform)
+    if algorithm is None:
+        raise ValueError(f"no fused kernel serves {transform!r}")
+    return codes[algorithm]
 
 
 def _capability(t: Tensor) -> tuple[int, int] | None:
@@ -496,6 +500,6 @@ class _SparseAttention(torch.autograd.Function):
         call = bwd_keys_call(q, k, v, do, dk, dv, kpm_i, param, stats, rows, *common, _plan("_bwd_keys", q, lk))
         _triton._bwd_keys[call.grid](*call.args, **call.kwargs)
         dparam = None
-        if ctx.needs_input_grad[3] and ctx.transform in ("sparsegen_lin", "entmax_bisect"):
+        if ctx.needs_input_grad[3] and registry.function_param(ctx.transform) is not None:
             dparam = rows[1].view(b, h, lq).sum(dim=(0, 2))
         return dq, dk, dv, dparam, None, None, None, None, None

@@ -11,7 +11,18 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from ssaf import registry
 from ssaf.report.stats import UNTESTED, Group, ambiguous_settings, difference, softmax_baselines, unit_scale
+
+
+def param_axis() -> str:
+    """The parameter axis' label, from the registry: each parameter and the fixed-parameter transforms that
+    read it, e.g. ``lam (sparse) / alpha (entmax)``."""
+    readers = {
+        name: ", ".join(t.name for t in registry.TRANSFORMS.values() if t.param == name and not t.learned)
+        for name in registry.PARAMS
+    }
+    return " / ".join(f"{name} ({names})" if names else name for name, names in readers.items())
 
 
 def save(fig: Any, path: Path) -> Path:
@@ -77,7 +88,7 @@ def plot_metric_vs_param(groups: list[Group], out: Path) -> Path | None:
             )
         task, budget = key[0], key[1]
         ax.set_title(f"{task} ({budget})" if len(swept) > 1 else task, fontsize=8)
-        ax.set_xlabel("lam (sparse) / alpha (entmax)")
+        ax.set_xlabel(param_axis())
         ax.set_ylabel(gs[0].first.metric_name())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title=ERROR_BARS, title_fontsize=7)

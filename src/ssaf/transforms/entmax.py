@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssaf.registry import PARAMS
 from ssaf.transforms._candidates import find_candidates, gather, row_scale, scatter_rows, segment_sum, select
 from ssaf.transforms._common import (
     check_dim,
@@ -314,17 +315,16 @@ class _DenseEntmaxBisectFunction(torch.autograd.Function):
 
 
 def _check_alpha(alpha: Tensor | float) -> None:
+    """alpha's range, as the config checks it (``ssaf.registry.PARAMS``); a tensor by its extremes (NaN
+    among them if it holds one)."""
     if isinstance(alpha, Tensor):
-        ok = bool(torch.isfinite(alpha).all()) and bool((alpha > 1).all())
-        got = alpha.min().item() if alpha.numel() else None
-    else:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-            raise TypeError(f"entmax_bisect: alpha must be a float or a tensor, got {type(alpha).__name__}")
-        ok, got = 1 < alpha < float("inf"), alpha
-    if not ok:
-        raise ValueError(
-            f"alpha must be finite and > 1 (got {got}); use softmax for alpha = 1, entmax15 for 1.5 and sparsemax for 2"
-        )
+        if alpha.numel():
+            for extreme in torch.stack(alpha.detach().aminmax()).tolist():  # one wait for the device
+                PARAMS["alpha"].check(extreme)
+        return
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"entmax_bisect: alpha must be a float or a tensor, got {type(alpha).__name__}")
+    PARAMS["alpha"].check(alpha)
 
 
 def entmax_bisect(

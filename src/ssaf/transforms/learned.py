@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ssaf.registry import LEARNED_ALPHA_FLOOR
+from ssaf.registry import LEARNED_ALPHA_FLOOR, PARAMS
 
 
 class LearnedAlpha(nn.Module):
@@ -28,11 +28,7 @@ class LearnedAlpha(nn.Module):
         super().__init__()
         if num_heads < 1:
             raise ValueError(f"num_heads must be >= 1, got {num_heads}")
-        if not self.A_MIN < init < 2.0:
-            raise ValueError(
-                f"init alpha must lie in the open interval ({self.A_MIN}, 2), got {init}; "
-                "use attn=sparsemax for alpha = 2 or attn=softmax for alpha = 1"
-            )
+        PARAMS["alpha"].check_start(init)  # (A_MIN, 2): the open interval the parameterisation reaches
         self.init = init
         self.raw = nn.Parameter(torch.empty(num_heads))
         self.reset_parameters()
@@ -59,8 +55,7 @@ class LearnedLambda(nn.Module):
         super().__init__()
         if num_heads < 1:
             raise ValueError(f"num_heads must be >= 1, got {num_heads}")
-        if not init < 1.0:
-            raise ValueError(f"init lam must be < 1, got {init}; lam = 0 is sparsemax")
+        PARAMS["lam"].check_start(init)
         self.init = init
         self.log_temp = nn.Parameter(torch.empty(num_heads))
         self.reset_parameters()

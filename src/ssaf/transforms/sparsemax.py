@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssaf.registry import PARAMS
 from ssaf.transforms import _folds
 from ssaf.transforms._candidates import (
     find_candidates,
@@ -258,18 +259,16 @@ def sparsemax(
 
 
 def _check_lam(lam: Tensor | float) -> None:
+    """lam's range, as the config checks it (``ssaf.registry.PARAMS``); a tensor by its extremes (NaN among
+    them if it holds one)."""
     if isinstance(lam, Tensor):
-        ok = bool(torch.isfinite(lam).all()) and bool((lam < 1).all())
-        got = lam.max().item() if lam.numel() else None
-    else:
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-            raise TypeError(f"sparsegen_lin: lam must be a float or a tensor, got {type(lam).__name__}")
-        ok, got = float("-inf") < lam < 1, lam
-    if not ok:
-        raise ValueError(
-            f"lam must be finite and < 1 (got {got}); lam = 0 is sparsemax, lam -> 1 approaches one-hot, "
-            "lam -> -inf approaches uniform"
-        )
+        if lam.numel():
+            for extreme in torch.stack(lam.detach().aminmax()).tolist():  # one wait for the device
+                PARAMS["lam"].check(extreme)
+        return
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"sparsegen_lin: lam must be a float or a tensor, got {type(lam).__name__}")
+    PARAMS["lam"].check(lam)
 
 
 def sparsegen_lin(
