@@ -15,7 +15,6 @@ import difflib
 import importlib.util
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,7 +22,7 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssaf import registry
+from ssaf import network, registry
 from ssaf.settings import (
     PACKAGED,
     AttentionSpec,
@@ -37,9 +36,6 @@ from ssaf.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-HF_HOST = "huggingface.co"
-PROBE_TIMEOUT_S = 2.0
 
 
 class ConfigError(ValueError):
@@ -301,22 +297,14 @@ def check_logger(lg: LoggerSettings) -> None:
             "use logger.mode=offline to log locally and `wandb sync` later"
         )
     host, port = wandb_server()
-    if not reachable(host, port):
+    if not network.reachable(host, port):
         raise ConfigError(
             f"logger.mode=online: the W&B server {host}:{port} does not answer (offline?); use logger.mode=offline "
             "(or auto) and upload later with `wandb sync <run dir>/wandb/offline-run-*`"
         )
 
 
-# ----------------------------------------------------------------------------- the network, asked once
-
-
-def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+# ----------------------------------------------------------------------------- W&B (ssaf.network probes it)
 
 
 def wandb_key_configured() -> bool:
@@ -349,7 +337,7 @@ def wandb_server() -> tuple[str, int]:
 
 def go_offline_if_unreachable(cfg: DictConfig) -> None:
     """Before transformers and datasets are imported (they read these variables once, at import): when the
-    run needs the hub and huggingface.co does not answer within 2 s, set the HF offline variables, so a
+    run needs the hub and it does not answer (``ssaf.network``), set the HF offline variables, so a
     cached model or data set loads at once and a missing one fails at once (offline, transformers otherwise
     retried for 20-50 s before its error)."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
@@ -358,7 +346,7 @@ def go_offline_if_unreachable(cfg: DictConfig) -> None:
     local = source.startswith(PACKAGED) or Path(source).exists()
     data = OmegaConf.select(cfg, "data.source", default="auto")
     wants_hub = not local or data == "hub" or (data == "auto" and not OmegaConf.select(cfg, "data.dir", default=None))
-    if wants_hub and not reachable(HF_HOST):
+    if wants_hub and not network.reachable(*network.HUB):
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
             os.environ.setdefault(var, "1")
-        log.info("%s does not answer: running offline (models and data sets from the local cache only)", HF_HOST)
+        log.info("%s does not answer: running offline (models and data sets from the local cache only)", network.HUB[0])

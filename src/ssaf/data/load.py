@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
+from ssaf import network
 from ssaf.data.errors import DataError
 from ssaf.data.hub import read_hub_split
 from ssaf.data.local import Row, read_local_split
@@ -54,17 +53,6 @@ def fingerprint(source: str, versions: dict[str, str]) -> str:
     return f"{source}:{h.hexdigest()[:12]}"
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """False at once when offline mode is set or huggingface.co does not answer within ``timeout``."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -74,7 +62,7 @@ def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
         return source
     if data_dir:
         return "local"
-    if task.hub is not None and hub_reachable():
+    if task.hub is not None and network.hub_reachable():
         return "hub"
     log.warning(
         "\n%s\nNO REAL DATA FOUND for task %s: training on ssaf's small generated DEMO set.\n"
