@@ -87,8 +87,6 @@ def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSett
             t.attn_learning_rate,
             c.attn.name,
         )
-    if c.task.kind == "qa" and c.task.test_splits:
-        raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
     if warn:
         check_other_params(c.attn)
     check_length(c.task, t)
@@ -149,7 +147,8 @@ SPECIAL_TOKENS = {1: 2, 2: 4}
 
 
 def check_length(task: TaskSpec, t: TrainerSettings) -> None:
-    """trainer.max_seq_length against what the task needs (QA: room for windows that overlap by doc_stride)."""
+    """trainer.max_seq_length against what the task needs (a kind read in windows, as QA: room for windows
+    that overlap by doc_stride)."""
     texts = len(task.text_fields)
     need = texts + SPECIAL_TOKENS[texts]
     if t.max_seq_length < need:
@@ -158,7 +157,7 @@ def check_length(task: TaskSpec, t: TrainerSettings) -> None:
             f"token of each of its {texts} text(s) and the model's special tokens); use a value >= {need} "
             f"(the task's own is {task.max_seq_length})"
         )
-    if task.kind == "qa":
+    if task.record.stride:
         stride = int(task.extra.get("doc_stride", 128))
         if not 0 <= stride < t.max_seq_length // 2:
             raise ConfigError(

@@ -24,12 +24,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from ssaf import keys
+from ssaf import keys, kinds
 from ssaf.attention import attention_routes, learned_values
 from ssaf.config import RunSettings, check_environment, settings
 from ssaf.console import FILE_ONLY
 from ssaf.models import build_model
-from ssaf.prepare import PREPARE, Prepared
+from ssaf.prepare import Prepared
 from ssaf.resume import ResumeError, discard, find_earlier, move_in
 from ssaf.summary import (
     AttentionInfo,
@@ -37,7 +37,6 @@ from ssaf.summary import (
     DataInfo,
     RunSummary,
     Timing,
-    percent_scale,
     write_json,
     write_summary,
 )
@@ -139,9 +138,10 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
 
     ``earlier``: the record of the run this one continues; the running record keeps how far it got.
     """
-    model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
-    data = PREPARE[s.task.kind](s, tokenizer)
-    trainer = data.trainer_cls(
+    kind = s.task.record  # what differs between task kinds (ssaf.kinds)
+    model, tokenizer = build_model(s.model, s.attn, kind.name, s.task.labels)
+    data: Prepared = kind.load("prepare")(s, tokenizer)
+    trainer: SsafTrainer = kind.load("trainer")(
         model=model,
         args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, selection_metric(s), s.data.num_workers),
         train_dataset=data.train,
@@ -169,7 +169,8 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
             config={**config, "run_info": info},
         )
         if r.tracker is not None:
-            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
+            text_a, text_b = kind.picture(data.example)
+            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=text_a, text_b=text_b)
             trainer.add_callback(
                 TrackingCallback(
                     r.tracker,
@@ -392,21 +393,19 @@ def log_prediction_table(tracker: Tracker, trainer: Any, n: int = 20) -> None:
 
 def summary_table(summary: RunSummary) -> str:
     """The console's (and train.log's) summary of a completed run; metrics in percent whatever the task."""
-    metrics = ("accuracy", "macro_f1") if summary.kind == "classification" else ("exact_match", "f1")
+    kind = kinds.get(summary.kind)
     data = summary.data.source if summary.data else "?"
     head = f"{summary.task} | attn={summary.attn.label} | model={summary.model} | seed={summary.seed} | data={data}"
-    scale = percent_scale(summary.kind)
-    rows = [
-        "",
-        head,
-        f"{'split':<24} {metrics[0] + ' %':>13} {metrics[1] + ' %':>11} {'zeros':>7} {'support':>8} {'entropy':>8}",
-    ]
+    scale = kind.scale
+    widths = [max(13 if i == 0 else 11, len(m) + 2) for i, m in enumerate(kind.metrics)]  # room for "<m> %"
+    names = " ".join(f"{m + ' %':>{w}}" for m, w in zip(kind.metrics, widths, strict=True))
+    rows = ["", head, f"{'split':<24} {names} {'zeros':>7} {'support':>8} {'entropy':>8}"]
     nan = float("nan")
     for split in summary.all_splits:
         f = {k.removeprefix(keys.metric(split, "")): v for k, v in summary.final.items()}
+        values = " ".join(f"{f.get(m, nan) * scale:>{w}.2f}" for m, w in zip(kind.metrics, widths, strict=True))
         rows.append(
-            f"{split:<24} {f.get(metrics[0], nan) * scale:>13.2f} {f.get(metrics[1], nan) * scale:>11.2f} "
-            f"{f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
+            f"{split:<24} {values} {f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
             f"{f.get('attn_entropy', nan):>8.3f}"
         )
     t = summary.train
