@@ -2,7 +2,7 @@
 
 Hydra composes the config against the schema of ``ssaf.settings`` (types, unknown keys); here it becomes
 those objects (their ``__post_init__`` checks ranges) and the checks that span groups run: sequence length
-against the model and the task, local data without a folder, a model folder that is missing or holds no
+against the model and the task, a data folder that does not exist, a model folder that is missing or holds no
 model, precision without a GPU, W&B online without a key or a server, a key no part of the run reads
 (``+attn.lamda=-2``: an error; a parameter of another transform: a warning). Each error names the key, the
 value and the fix. Imports no torch and no transformers.
@@ -168,10 +168,7 @@ def check_length(task: TaskSpec, t: TrainerSettings) -> None:
 
 
 def check_data(d: DataSettings) -> None:
-    if d.source == "local" and not d.dir:
-        raise ConfigError(
-            "data.source=local needs a data folder: set SSAF_DATA_DIR=<folder> (e.g. ../shared/data) or data.dir=..."
-        )
+    """The data folder exists (that local data names one is the schema's check: DataSettings)."""
     if d.dir and not Path(d.dir).is_dir():
         raise ConfigError(
             f"data.dir={d.dir}: no such folder (from data.dir or SSAF_DATA_DIR); point it at the data root"
@@ -273,6 +270,8 @@ def check_hub_offline(model_source: str, data_source: str, hub_dataset: str | No
 
 
 def check_precision(precision: str) -> None:
+    """fp16 and bf16 need a CUDA device. Asked here, before anything loads, and by
+    ``ssaf.training.mixed_precision`` for callers that build training arguments without a config."""
     if precision in ("fp16", "bf16"):
         import torch  # only for this question; the rest of the module stays light
 

@@ -65,8 +65,6 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     t = s.trainer
     source = resolve_source(s.data.source, s.data.dir, s.task)
     stride = int(s.task.extra.get("doc_stride", 128))  # checked against max_seq_length by ssaf.config
-    if s.task.test_splits:
-        raise ValueError(f"task {s.task.name}: test splits are not supported for QA yet; set task.test_splits=[]")
     origin, sizes, dropped, checks, examples, versions = {}, {}, {}, {}, {}, {}
     for split in (s.task.train_split, *s.task.eval_splits):
         ds, report, where, versions[split] = load_squad_split(source, s.data.dir, split, s.task.hub)

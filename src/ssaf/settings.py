@@ -283,6 +283,11 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.source == "local" and not self.dir:
+            raise ValueError(
+                "data.source=local needs a data folder: set SSAF_DATA_DIR=<folder> (e.g. ../shared/data) "
+                "or data.dir=..."
+            )
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
 

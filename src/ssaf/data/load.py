@@ -14,7 +14,7 @@ from ssaf.data.errors import DataError
 from ssaf.data.hub import read_hub_split
 from ssaf.data.local import Row, read_local_split
 from ssaf.data.sample import SAMPLE_VERSION, sample_split
-from ssaf.settings import SOURCES, TaskSpec
+from ssaf.settings import DataSettings, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ def fingerprint(source: str, versions: dict[str, str]) -> str:
 
 
 def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
-    if source not in SOURCES:
-        raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if source == "local" and not data_dir:
-        raise ValueError("data.source=local needs data.dir (or the SSAF_DATA_DIR environment variable)")
+    DataSettings(source=source, dir=data_dir)  # the schema's checks, for callers of load_task_data without a config
     if source != "auto":
         return source
     if data_dir:
