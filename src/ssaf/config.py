@@ -101,7 +101,7 @@ def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSett
         logger=c.logger,
         data=c.data,
         seed=c.seed,
-        resume=c.resume_target,
+        resume=c.resume,
         run_dir=Path(run_dir),
     )
 

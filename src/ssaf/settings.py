@@ -177,10 +177,6 @@ class AttnSettings(AttentionSpec):
 
     name: str = MISSING
 
-    @property
-    def spec(self) -> AttentionSpec:
-        return AttentionSpec(**AttentionSpec.to_dict(self))
-
 
 # ----------------------------------------------------------------------------- model, trainer, logger, data
 
@@ -313,20 +309,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed} (runs are never unseeded)")
-        if not isinstance(self.resume, (bool, str)):
+        # Hydra reads true and false (any case) as booleans: a string is a run directory.
+        if not isinstance(self.resume, (bool, str)) or (isinstance(self.resume, str) and not self.resume.strip()):
             raise ValueError(f"resume must be true, false or a run directory, got {self.resume!r}")
-
-    @property
-    def resume_target(self) -> bool | str:
-        """False, True (search) or the run directory named."""
-        if isinstance(self.resume, bool):
-            return self.resume
-        flag = self.resume.strip().lower()
-        if flag in ("false", "no", "0", ""):
-            return False
-        if flag in ("true", "yes"):
-            return True
-        return self.resume
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
