@@ -61,8 +61,9 @@ class RunSettings:
         return self.attn.name
 
 
-def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSettings:
-    """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message.
+def to_settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSettings:
+    """The composed config ``cfg`` turned into the run's typed settings (``ssaf.settings``' objects) and
+    checked across groups; ``run_dir``: the run's folder. Raises ConfigError (a ValueError) with a clear message.
     ``warn``: log the settings that have no effect (train.py checks the config first without them, so that
     the run, which builds its settings again, says each once)."""
     try:
@@ -177,7 +178,7 @@ def check_data(d: DataSettings) -> None:
 
 def check_environment(s: RunSettings) -> None:
     """What the settings need from this machine, checked before anything heavy loads (the settings alone
-    are valid anywhere: :func:`settings` checks those)."""
+    are valid anywhere: :func:`to_settings` checks those)."""
     check_model_source(s.model.source, s.model.pretrained)
     check_hub_offline(s.model.source, s.data.source, s.task.hub.path if s.task.hub else None)
 

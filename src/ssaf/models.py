@@ -12,7 +12,7 @@ from ssaf.attention import ssaf_config
 from ssaf.settings import PACKAGED, AttentionSpec, ModelSpec
 
 
-def resolve_source(source: str) -> str:
+def model_path(source: str) -> str:
     """A local path or hub id for ``source``; ``packaged:<module>`` asks the installed package for its path."""
     if not source.startswith(PACKAGED):
         return source
@@ -29,7 +29,7 @@ def build_model(
     """The ssaf model for a task kind (a name in ``ssaf.kinds.KINDS``) with a fresh head, and its tokenizer;
     ``labels``: the task's, for a kind whose head predicts one of them."""
     record = kinds.get(kind)
-    path = resolve_source(spec.source)
+    path = model_path(spec.source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         base = AutoConfig.from_pretrained(path)

@@ -26,7 +26,7 @@ from transformers import set_seed
 
 from ssaf import keys, kinds
 from ssaf.attention import attention_routes, learned_values
-from ssaf.config import RunSettings, check_environment, settings
+from ssaf.config import RunSettings, check_environment, to_settings
 from ssaf.console import FILE_ONLY
 from ssaf.models import build_model
 from ssaf.prepare import Prepared
@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Run:
-    """Everything a run is made of once prepared."""
+class Built:
+    """What :func:`prepare` builds for a run, and the later stages use: its settings, its folder, its data,
+    the trainer, the tracker and the summary so far."""
 
-    s: RunSettings
+    settings: RunSettings
     work_dir: Path
     data: Prepared
     trainer: SsafTrainer
@@ -75,7 +76,7 @@ def run(
     is skipped: its summary is returned as it is. ``overrides`` are the command's, for the hint printed
     when it is interrupted.
     """
-    s = settings(cfg, run_dir)
+    s = to_settings(cfg, run_dir)
     check_environment(s)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
@@ -133,7 +134,7 @@ def interrupted_hint(work_dir: Path, overrides: list[str]) -> str:
 # ----------------------------------------------------------------------------- stages
 
 
-def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: RunSummary | None = None) -> Run:
+def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: RunSummary | None = None) -> Built:
     """Data, model and trainer; the tracker started; the run's summary written as ``running``.
 
     ``earlier``: the record of the run this one continues; the running record keeps how far it got.
@@ -155,7 +156,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
     summary = identity(s, work_dir, data, trainer.args.world_size)
     if earlier is not None:  # never less than the record it continues (until training passes it)
         summary = replace(summary, train=earlier.train, history=earlier.history)
-    r = Run(s, work_dir, data, trainer, None, summary, earlier)
+    r = Built(s, work_dir, data, trainer, None, summary, earlier)
     if r.main:
         info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint, data.answer_checks)
         write_json(work_dir / "run_info.json", run_info_of_segment(work_dir / "run_info.json", info, earlier))
@@ -194,7 +195,7 @@ def run_info_of_segment(path: Path, info: dict[str, Any], earlier: RunSummary | 
     return {**first, "resumed": [*first.get("resumed", []), info]}
 
 
-def train(r: Run, checkpoint: str | None = None) -> tuple[Any, str | None]:
+def train(r: Built, checkpoint: str | None = None) -> tuple[Any, str | None]:
     """Train (from ``checkpoint`` when resuming); the model is saved before evaluating."""
     r.trainer.clock = TrainingClock.resumed_from(checkpoint)
     result = r.trainer.train(resume_from_checkpoint=checkpoint)
@@ -206,7 +207,7 @@ def train(r: Run, checkpoint: str | None = None) -> tuple[Any, str | None]:
     return result, checkpoint
 
 
-def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
+def evaluate(r: Built) -> tuple[dict[str, float], float, bool]:
     """Metrics of the selected checkpoint on every eval split, and once on each test split.
 
     Returns the metrics, the seconds the final evaluation took and whether the selection splits' metrics
@@ -232,7 +233,7 @@ def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
 
 
 def finish(
-    r: Run, result: Any, checkpoint: str | None, final: dict[str, float], eval_s: float, reused: bool
+    r: Built, result: Any, checkpoint: str | None, final: dict[str, float], eval_s: float, reused: bool
 ) -> RunSummary:
     """The completed summary: written, logged to W&B, printed."""
     state, trainer = r.trainer.state, r.trainer
@@ -241,13 +242,13 @@ def finish(
     runtime = sum(segments)
     batch = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size
     best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
-    kept = r.s.trainer.keep_checkpoints  # else checkpoints/ is deleted below: name only what remains
+    kept = r.settings.trainer.keep_checkpoints  # else checkpoints/ is deleted below: name only what remains
     summary = replace(
         r.summary,
         status="completed",
         final=final,
         best={
-            "metric": selection_metric(r.s),
+            "metric": selection_metric(r.settings),
             "value": state.best_metric,
             "step": best_step,
             "model": str(r.work_dir / "model"),  # the selected step's weights (loaded at the end, then saved)
@@ -275,7 +276,7 @@ def finish(
             name = "predictions.json" if len(predictions) == 1 else f"predictions_{split}.json"
             write_json(r.work_dir / name, preds)
         write_summary(r.work_dir, summary)
-        if not r.s.trainer.keep_checkpoints:
+        if not r.settings.trainer.keep_checkpoints:
             # The best model is in model/; the checkpoints (with their optimizer state, ~3x the weights)
             # only served resuming, and the run is complete.
             shutil.rmtree(r.work_dir / "checkpoints", ignore_errors=True)
@@ -288,7 +289,7 @@ def finish(
     return summary
 
 
-def stopped(r: Run, status: str, error: str) -> None:
+def stopped(r: Built, status: str, error: str) -> None:
     """The one place a run that stops early is recorded: metrics.json (why, and how far it got) and W&B."""
     if not r.main:
         return

@@ -15,7 +15,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ssaf.config import RunSettings
 from ssaf.data import load_task_data
 from ssaf.data.features import tokenize_split
-from ssaf.data.load import cap_split, fingerprint, resolve_source
+from ssaf.data.load import cap_split, fingerprint, resolve_data_source
 from ssaf.data.squad import load_squad_split, tokenize_squad
 from ssaf.training import ClassificationMetrics
 
@@ -63,7 +63,7 @@ def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -
 
 def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     t = s.trainer
-    source = resolve_source(s.data.source, s.data.dir, s.task)
+    source = resolve_data_source(s.data.source, s.data.dir, s.task)
     stride = int(s.task.extra.get("doc_stride", 128))  # checked against max_seq_length by ssaf.config
     origin, sizes, dropped, checks, examples, versions = {}, {}, {}, {}, {}, {}
     for split in (s.task.train_split, *s.task.eval_splits):

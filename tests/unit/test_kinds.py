@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ssaf import kinds, pipeline
-from ssaf.config import settings
+from ssaf.config import to_settings
 from ssaf.settings import TaskSpec
 from ssaf.training import SsafTrainer
 
@@ -71,7 +71,7 @@ TOY = kinds.Kind(
 
 def test_a_new_kind_is_one_record_that_the_schema_and_the_pipeline_look_up(monkeypatch, tmp_path):
     monkeypatch.setitem(kinds.KINDS, "toy", TOY)
-    s = settings(cfg("experiment=smoke", "task.kind=toy"), tmp_path)
+    s = to_settings(cfg("experiment=smoke", "task.kind=toy"), tmp_path)
     assert s.task.record is TOY
     built = []
 

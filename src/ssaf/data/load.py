@@ -53,7 +53,9 @@ def fingerprint(source: str, versions: dict[str, str]) -> str:
     return f"{source}:{h.hexdigest()[:12]}"
 
 
-def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
+def resolve_data_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
+    """Where ``task``'s data comes from (local | hub | sample): ``source`` itself, or for ``auto`` the local
+    folder when there is one, else the hub when it answers, else the demo set (with a loud warning)."""
     DataSettings(source=source, dir=data_dir)  # the schema's checks, for callers of load_task_data without a config
     if source != "auto":
         return source
@@ -125,7 +127,7 @@ def load_task_data(
     seed: int = 0,
 ) -> TaskData:
     """Read ``splits`` of ``task`` from ``source``; cap sizes (train: seeded shuffle first, eval: file order)."""
-    resolved = resolve_source(source, data_dir, task)
+    resolved = resolve_data_source(source, data_dir, task)
     out = TaskData(splits={}, source=resolved)
     for split in splits:
         lines: list[int] | None = None
