@@ -2,7 +2,7 @@
 
 Hydra composes the config against the schema of ``ssaf.settings`` (types, unknown keys); here it becomes
 those objects (their ``__post_init__`` checks ranges) and the checks that span groups run: sequence length
-against the model and the task, local data without a folder, a model folder that is missing or holds no
+against the model and the task, a data folder that does not exist, a model folder that is missing or holds no
 model, precision without a GPU, W&B online without a key or a server, a key no part of the run reads
 (``+attn.lamda=-2``: an error; a parameter of another transform: a warning). Each error names the key, the
 value and the fix. Imports no torch and no transformers.
@@ -15,7 +15,6 @@ import difflib
 import importlib.util
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,7 +22,7 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssaf import registry
+from ssaf import network, registry
 from ssaf.settings import (
     PACKAGED,
     AttentionSpec,
@@ -37,9 +36,6 @@ from ssaf.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-HF_HOST = "huggingface.co"
-PROBE_TIMEOUT_S = 2.0
 
 
 class ConfigError(ValueError):
@@ -65,8 +61,9 @@ class RunSettings:
         return self.attn.name
 
 
-def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSettings:
-    """Typed, validated settings for one run; raises ConfigError (a ValueError) with a clear message.
+def to_settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSettings:
+    """The composed config ``cfg`` turned into the run's typed settings (``ssaf.settings``' objects) and
+    checked across groups; ``run_dir``: the run's folder. Raises ConfigError (a ValueError) with a clear message.
     ``warn``: log the settings that have no effect (train.py checks the config first without them, so that
     the run, which builds its settings again, says each once)."""
     try:
@@ -91,8 +88,6 @@ def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSett
             t.attn_learning_rate,
             c.attn.name,
         )
-    if c.task.kind == "qa" and c.task.test_splits:
-        raise ConfigError(f"task {c.task.name}: test splits are not supported for QA; set task.test_splits=[]")
     if warn:
         check_other_params(c.attn)
     check_length(c.task, t)
@@ -107,7 +102,7 @@ def settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunSett
         logger=c.logger,
         data=c.data,
         seed=c.seed,
-        resume=c.resume_target,
+        resume=c.resume,
         run_dir=Path(run_dir),
     )
 
@@ -153,7 +148,8 @@ SPECIAL_TOKENS = {1: 2, 2: 4}
 
 
 def check_length(task: TaskSpec, t: TrainerSettings) -> None:
-    """trainer.max_seq_length against what the task needs (QA: room for windows that overlap by doc_stride)."""
+    """trainer.max_seq_length against what the task needs (a kind read in windows, as QA: room for windows
+    that overlap by doc_stride)."""
     texts = len(task.text_fields)
     need = texts + SPECIAL_TOKENS[texts]
     if t.max_seq_length < need:
@@ -162,7 +158,7 @@ def check_length(task: TaskSpec, t: TrainerSettings) -> None:
             f"token of each of its {texts} text(s) and the model's special tokens); use a value >= {need} "
             f"(the task's own is {task.max_seq_length})"
         )
-    if task.kind == "qa":
+    if task.record.stride:
         stride = int(task.extra.get("doc_stride", 128))
         if not 0 <= stride < t.max_seq_length // 2:
             raise ConfigError(
@@ -173,10 +169,7 @@ def check_length(task: TaskSpec, t: TrainerSettings) -> None:
 
 
 def check_data(d: DataSettings) -> None:
-    if d.source == "local" and not d.dir:
-        raise ConfigError(
-            "data.source=local needs a data folder: set SSAF_DATA_DIR=<folder> (e.g. ../shared/data) or data.dir=..."
-        )
+    """The data folder exists (that local data names one is the schema's check: DataSettings)."""
     if d.dir and not Path(d.dir).is_dir():
         raise ConfigError(
             f"data.dir={d.dir}: no such folder (from data.dir or SSAF_DATA_DIR); point it at the data root"
@@ -185,7 +178,7 @@ def check_data(d: DataSettings) -> None:
 
 def check_environment(s: RunSettings) -> None:
     """What the settings need from this machine, checked before anything heavy loads (the settings alone
-    are valid anywhere: :func:`settings` checks those)."""
+    are valid anywhere: :func:`to_settings` checks those)."""
     check_model_source(s.model.source, s.model.pretrained)
     check_hub_offline(s.model.source, s.data.source, s.task.hub.path if s.task.hub else None)
 
@@ -278,6 +271,8 @@ def check_hub_offline(model_source: str, data_source: str, hub_dataset: str | No
 
 
 def check_precision(precision: str) -> None:
+    """fp16 and bf16 need a CUDA device. Asked here, before anything loads, and by
+    ``ssaf.training.mixed_precision`` for callers that build training arguments without a config."""
     if precision in ("fp16", "bf16"):
         import torch  # only for this question; the rest of the module stays light
 
@@ -301,22 +296,14 @@ def check_logger(lg: LoggerSettings) -> None:
             "use logger.mode=offline to log locally and `wandb sync` later"
         )
     host, port = wandb_server()
-    if not reachable(host, port):
+    if not network.reachable(host, port):
         raise ConfigError(
             f"logger.mode=online: the W&B server {host}:{port} does not answer (offline?); use logger.mode=offline "
             "(or auto) and upload later with `wandb sync <run dir>/wandb/offline-run-*`"
         )
 
 
-# ----------------------------------------------------------------------------- the network, asked once
-
-
-def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+# ----------------------------------------------------------------------------- W&B (ssaf.network probes it)
 
 
 def wandb_key_configured() -> bool:
@@ -349,7 +336,7 @@ def wandb_server() -> tuple[str, int]:
 
 def go_offline_if_unreachable(cfg: DictConfig) -> None:
     """Before transformers and datasets are imported (they read these variables once, at import): when the
-    run needs the hub and huggingface.co does not answer within 2 s, set the HF offline variables, so a
+    run needs the hub and it does not answer (``ssaf.network``), set the HF offline variables, so a
     cached model or data set loads at once and a missing one fails at once (offline, transformers otherwise
     retried for 20-50 s before its error)."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
@@ -358,7 +345,7 @@ def go_offline_if_unreachable(cfg: DictConfig) -> None:
     local = source.startswith(PACKAGED) or Path(source).exists()
     data = OmegaConf.select(cfg, "data.source", default="auto")
     wants_hub = not local or data == "hub" or (data == "auto" and not OmegaConf.select(cfg, "data.dir", default=None))
-    if wants_hub and not reachable(HF_HOST):
+    if wants_hub and not network.reachable(*network.HUB):
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
             os.environ.setdefault(var, "1")
-        log.info("%s does not answer: running offline (models and data sets from the local cache only)", HF_HOST)
+        log.info("%s does not answer: running offline (models and data sets from the local cache only)", network.HUB[0])

@@ -5,20 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from transformers import (
-    AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ssaf import kinds
 from ssaf.attention import ssaf_config
 from ssaf.settings import PACKAGED, AttentionSpec, ModelSpec
 
 
-def resolve_source(source: str) -> str:
+def model_path(source: str) -> str:
     """A local path or hub id for ``source``; ``packaged:<module>`` asks the installed package for its path."""
     if not source.startswith(PACKAGED):
         return source
@@ -32,8 +26,10 @@ def resolve_source(source: str) -> str:
 def build_model(
     spec: ModelSpec, attn: AttentionSpec, kind: str, labels: tuple[str, ...] = ()
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The ssaf model for a task kind ('classification' | 'qa') with a fresh head, and its tokenizer."""
-    path = resolve_source(spec.source)
+    """The ssaf model for a task kind (a name in ``ssaf.kinds.KINDS``) with a fresh head, and its tokenizer;
+    ``labels``: the task's, for a kind whose head predicts one of them."""
+    record = kinds.get(kind)
+    path = model_path(spec.source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         base = AutoConfig.from_pretrained(path)
@@ -45,13 +41,11 @@ def build_model(
     for key, value in spec.config_overrides.items():
         setattr(base, key, value)
     cfg = ssaf_config(base, attn)
-    if kind == "classification":
+    if record.labels:
         cfg.num_labels = len(labels)
         cfg.id2label = dict(enumerate(labels))
         cfg.label2id = {name: i for i, name in enumerate(labels)}
-        head: Any = AutoModelForSequenceClassification
-    else:
-        head = AutoModelForQuestionAnswering
+    head: Any = record.load("head")
     # pretrained=False is the paper's "no pre-training" ablation: the same shape, randomly initialised.
     model = head.from_pretrained(path, config=cfg) if spec.pretrained else head.from_config(cfg)
     return model, tokenizer

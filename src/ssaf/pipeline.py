@@ -24,12 +24,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from ssaf import keys
+from ssaf import keys, kinds
 from ssaf.attention import attention_routes, learned_values
-from ssaf.config import RunSettings, check_environment, settings
+from ssaf.config import RunSettings, check_environment, to_settings
 from ssaf.console import FILE_ONLY
 from ssaf.models import build_model
-from ssaf.prepare import PREPARE, Prepared
+from ssaf.prepare import Prepared
 from ssaf.resume import ResumeError, discard, find_earlier, move_in
 from ssaf.summary import (
     AttentionInfo,
@@ -37,7 +37,6 @@ from ssaf.summary import (
     DataInfo,
     RunSummary,
     Timing,
-    percent_scale,
     write_json,
     write_summary,
 )
@@ -49,10 +48,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Run:
-    """Everything a run is made of once prepared."""
+class Built:
+    """What :func:`prepare` builds for a run, and the later stages use: its settings, its folder, its data,
+    the trainer, the tracker and the summary so far."""
 
-    s: RunSettings
+    settings: RunSettings
     work_dir: Path
     data: Prepared
     trainer: SsafTrainer
@@ -76,7 +76,7 @@ def run(
     is skipped: its summary is returned as it is. ``overrides`` are the command's, for the hint printed
     when it is interrupted.
     """
-    s = settings(cfg, run_dir)
+    s = to_settings(cfg, run_dir)
     check_environment(s)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
@@ -134,14 +134,15 @@ def interrupted_hint(work_dir: Path, overrides: list[str]) -> str:
 # ----------------------------------------------------------------------------- stages
 
 
-def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: RunSummary | None = None) -> Run:
+def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: RunSummary | None = None) -> Built:
     """Data, model and trainer; the tracker started; the run's summary written as ``running``.
 
     ``earlier``: the record of the run this one continues; the running record keeps how far it got.
     """
-    model, tokenizer = build_model(s.model, s.attn, s.task.kind, s.task.labels)
-    data = PREPARE[s.task.kind](s, tokenizer)
-    trainer = data.trainer_cls(
+    kind = s.task.record  # what differs between task kinds (ssaf.kinds)
+    model, tokenizer = build_model(s.model, s.attn, kind.name, s.task.labels)
+    data: Prepared = kind.load("prepare")(s, tokenizer)
+    trainer: SsafTrainer = kind.load("trainer")(
         model=model,
         args=training_arguments(s.trainer, work_dir / "checkpoints", s.seed, selection_metric(s), s.data.num_workers),
         train_dataset=data.train,
@@ -155,7 +156,7 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
     summary = identity(s, work_dir, data, trainer.args.world_size)
     if earlier is not None:  # never less than the record it continues (until training passes it)
         summary = replace(summary, train=earlier.train, history=earlier.history)
-    r = Run(s, work_dir, data, trainer, None, summary, earlier)
+    r = Built(s, work_dir, data, trainer, None, summary, earlier)
     if r.main:
         info = run_info(data.source, data.origin, data.sizes, data.dropped, data.fingerprint, data.answer_checks)
         write_json(work_dir / "run_info.json", run_info_of_segment(work_dir / "run_info.json", info, earlier))
@@ -169,7 +170,8 @@ def prepare(s: RunSettings, work_dir: Path, config: dict[str, Any], earlier: Run
             config={**config, "run_info": info},
         )
         if r.tracker is not None:
-            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=data.example[0], text_b=data.example[1])
+            text_a, text_b = kind.picture(data.example)
+            heatmap = partial(heatmap_figure, tokenizer=tokenizer, text_a=text_a, text_b=text_b)
             trainer.add_callback(
                 TrackingCallback(
                     r.tracker,
@@ -193,7 +195,7 @@ def run_info_of_segment(path: Path, info: dict[str, Any], earlier: RunSummary | 
     return {**first, "resumed": [*first.get("resumed", []), info]}
 
 
-def train(r: Run, checkpoint: str | None = None) -> tuple[Any, str | None]:
+def train(r: Built, checkpoint: str | None = None) -> tuple[Any, str | None]:
     """Train (from ``checkpoint`` when resuming); the model is saved before evaluating."""
     r.trainer.clock = TrainingClock.resumed_from(checkpoint)
     result = r.trainer.train(resume_from_checkpoint=checkpoint)
@@ -205,7 +207,7 @@ def train(r: Run, checkpoint: str | None = None) -> tuple[Any, str | None]:
     return result, checkpoint
 
 
-def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
+def evaluate(r: Built) -> tuple[dict[str, float], float, bool]:
     """Metrics of the selected checkpoint on every eval split, and once on each test split.
 
     Returns the metrics, the seconds the final evaluation took and whether the selection splits' metrics
@@ -231,7 +233,7 @@ def evaluate(r: Run) -> tuple[dict[str, float], float, bool]:
 
 
 def finish(
-    r: Run, result: Any, checkpoint: str | None, final: dict[str, float], eval_s: float, reused: bool
+    r: Built, result: Any, checkpoint: str | None, final: dict[str, float], eval_s: float, reused: bool
 ) -> RunSummary:
     """The completed summary: written, logged to W&B, printed."""
     state, trainer = r.trainer.state, r.trainer
@@ -240,13 +242,13 @@ def finish(
     runtime = sum(segments)
     batch = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size
     best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
-    kept = r.s.trainer.keep_checkpoints  # else checkpoints/ is deleted below: name only what remains
+    kept = r.settings.trainer.keep_checkpoints  # else checkpoints/ is deleted below: name only what remains
     summary = replace(
         r.summary,
         status="completed",
         final=final,
         best={
-            "metric": selection_metric(r.s),
+            "metric": selection_metric(r.settings),
             "value": state.best_metric,
             "step": best_step,
             "model": str(r.work_dir / "model"),  # the selected step's weights (loaded at the end, then saved)
@@ -274,7 +276,7 @@ def finish(
             name = "predictions.json" if len(predictions) == 1 else f"predictions_{split}.json"
             write_json(r.work_dir / name, preds)
         write_summary(r.work_dir, summary)
-        if not r.s.trainer.keep_checkpoints:
+        if not r.settings.trainer.keep_checkpoints:
             # The best model is in model/; the checkpoints (with their optimizer state, ~3x the weights)
             # only served resuming, and the run is complete.
             shutil.rmtree(r.work_dir / "checkpoints", ignore_errors=True)
@@ -287,7 +289,7 @@ def finish(
     return summary
 
 
-def stopped(r: Run, status: str, error: str) -> None:
+def stopped(r: Built, status: str, error: str) -> None:
     """The one place a run that stops early is recorded: metrics.json (why, and how far it got) and W&B."""
     if not r.main:
         return
@@ -392,21 +394,19 @@ def log_prediction_table(tracker: Tracker, trainer: Any, n: int = 20) -> None:
 
 def summary_table(summary: RunSummary) -> str:
     """The console's (and train.log's) summary of a completed run; metrics in percent whatever the task."""
-    metrics = ("accuracy", "macro_f1") if summary.kind == "classification" else ("exact_match", "f1")
+    kind = kinds.get(summary.kind)
     data = summary.data.source if summary.data else "?"
     head = f"{summary.task} | attn={summary.attn.label} | model={summary.model} | seed={summary.seed} | data={data}"
-    scale = percent_scale(summary.kind)
-    rows = [
-        "",
-        head,
-        f"{'split':<24} {metrics[0] + ' %':>13} {metrics[1] + ' %':>11} {'zeros':>7} {'support':>8} {'entropy':>8}",
-    ]
+    scale = kind.scale
+    widths = [max(13 if i == 0 else 11, len(m) + 2) for i, m in enumerate(kind.metrics)]  # room for "<m> %"
+    names = " ".join(f"{m + ' %':>{w}}" for m, w in zip(kind.metrics, widths, strict=True))
+    rows = ["", head, f"{'split':<24} {names} {'zeros':>7} {'support':>8} {'entropy':>8}"]
     nan = float("nan")
     for split in summary.all_splits:
         f = {k.removeprefix(keys.metric(split, "")): v for k, v in summary.final.items()}
+        values = " ".join(f"{f.get(m, nan) * scale:>{w}.2f}" for m, w in zip(kind.metrics, widths, strict=True))
         rows.append(
-            f"{split:<24} {f.get(metrics[0], nan) * scale:>13.2f} {f.get(metrics[1], nan) * scale:>11.2f} "
-            f"{f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
+            f"{split:<24} {values} {f.get('attn_zero_fraction', nan):>7.3f} {f.get('attn_support', nan):>8.2f} "
             f"{f.get('attn_entropy', nan):>8.3f}"
         )
     t = summary.train

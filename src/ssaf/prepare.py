@@ -1,4 +1,8 @@
-"""Per task kind: data -> trainer inputs (datasets, collator, trainer class and its extras, a picture example)."""
+"""Per task kind: data -> trainer inputs (datasets, collator, the trainer's extras, the example to draw).
+
+Each function is named by its kind's record (``ssaf.kinds``: ``Kind.prepare``), which also names the trainer
+the inputs are for.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,17 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ssaf.config import RunSettings
 from ssaf.data import load_task_data
 from ssaf.data.features import tokenize_split
-from ssaf.data.load import cap_split, fingerprint, resolve_source
+from ssaf.data.load import cap_split, fingerprint, resolve_data_source
 from ssaf.data.squad import load_squad_split, tokenize_squad
-from ssaf.training import ClassificationMetrics, QATrainer, SsafTrainer
+from ssaf.training import ClassificationMetrics
 
 
 @dataclass
 class Prepared:
     train: datasets.Dataset
     evals: dict[str, datasets.Dataset]  # evaluated during training (the first selects the checkpoint)
-    trainer_cls: type[SsafTrainer]
-    trainer_kwargs: dict[str, Any]
-    example: tuple[str, str | None]  # (text_a, text_b) drawn in the attention heatmap
+    trainer_kwargs: dict[str, Any]  # for the kind's trainer (ssaf.kinds: Kind.trainer)
+    example: dict[str, Any]  # the first eval row: its kind's example fields are drawn in the attention heatmap
     source: str
     origin: dict[str, str]
     sizes: dict[str, int]
@@ -45,12 +48,11 @@ def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -
         train=tokenized[s.task.train_split],
         evals={k: tokenized[k] for k in s.task.eval_splits},
         tests={k: tokenized[k] for k in s.task.test_splits},
-        trainer_cls=SsafTrainer,
         trainer_kwargs={
             "compute_metrics": ClassificationMetrics(),
             "data_collator": DataCollatorWithPadding(tokenizer),
         },
-        example=(first["text_a"], first.get("text_b")),
+        example=first,
         source=data.source,
         origin=data.origin,
         sizes=data.sizes(),
@@ -61,10 +63,8 @@ def prepare_classification(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -
 
 def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     t = s.trainer
-    source = resolve_source(s.data.source, s.data.dir, s.task)
+    source = resolve_data_source(s.data.source, s.data.dir, s.task)
     stride = int(s.task.extra.get("doc_stride", 128))  # checked against max_seq_length by ssaf.config
-    if s.task.test_splits:
-        raise ValueError(f"task {s.task.name}: test splits are not supported for QA yet; set task.test_splits=[]")
     origin, sizes, dropped, checks, examples, versions = {}, {}, {}, {}, {}, {}
     for split in (s.task.train_split, *s.task.eval_splits):
         ds, report, where, versions[split] = load_squad_split(source, s.data.dir, split, s.task.hub)
@@ -80,14 +80,13 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     return Prepared(
         train=train,
         evals=evals,
-        trainer_cls=QATrainer,
         trainer_kwargs={
             "eval_examples": {k: examples[k] for k in s.task.eval_splits},
             "n_best": int(s.task.extra.get("n_best", 20)),
             "max_answer_length": int(s.task.extra.get("max_answer_length", 30)),
             "data_collator": DataCollatorWithPadding(tokenizer),
         },
-        example=(first["question"], first["context"]),
+        example=first,
         source=source,
         origin=origin,
         sizes={**sizes, "train_windows": len(train), **{f"{k}_windows": len(v) for k, v in evals.items()}},
@@ -95,6 +94,3 @@ def prepare_qa(s: RunSettings, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         dropped=dropped,
         answer_checks=checks,
     )
-
-
-PREPARE = {"classification": prepare_classification, "qa": prepare_qa}

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from ssaf import registry
+from ssaf import kinds, registry
 
 SOURCES = ("auto", "local", "hub", "sample")
 KERNELS = ("auto", "triton", "torch")
@@ -55,10 +55,10 @@ class TaskSpec:
     """What a task is: its labels, text fields, splits, metric and where its data lives."""
 
     name: str = MISSING
-    kind: str = "classification"  # classification | qa
+    kind: str = kinds.DEFAULT  # a name in ssaf.kinds.KINDS: classification | qa
     labels: tuple[str, ...] = ()
     text_fields: tuple[str, ...] = ()
-    metric_for_best: str = "accuracy"  # the headline metric; on the first eval split it selects the checkpoint
+    metric_for_best: str = "accuracy"  # the headline metric (one of the kind's); on the first eval split it selects
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("validation",)  # evaluated during training; the first selects the checkpoint
     test_splits: tuple[str, ...] = ()  # evaluated once, on the selected checkpoint
@@ -71,8 +71,15 @@ class TaskSpec:
     def __post_init__(self) -> None:
         for name in ("labels", "text_fields", "eval_splits", "test_splits", "splits"):
             setattr(self, name, tuple(getattr(self, name)))  # OmegaConf hands over lists
-        if self.kind not in ("classification", "qa"):
-            raise ValueError(f"task {self.name}: task.kind must be 'classification' or 'qa', got {self.kind!r}")
+        try:
+            kind = kinds.get(self.kind)
+        except ValueError as e:
+            raise ValueError(f"task {self.name}: {e}") from None
+        if self.metric_for_best not in kind.metrics:
+            raise ValueError(
+                f"task {self.name}: task.metric_for_best must be one of the {kind.name} metrics "
+                f"({', '.join(kind.metrics)}), got {self.metric_for_best!r}"
+            )
         for s in (self.train_split, *self.eval_splits):
             if s not in self.splits:
                 raise ValueError(
@@ -87,14 +94,23 @@ class TaskSpec:
                     f"task {self.name}: test split {s!r} must be one of its splits ({', '.join(self.splits)}) "
                     "and neither the train split nor an eval split"
                 )
-        if self.kind == "classification" and len(self.labels) < 2:
-            raise ValueError(f"task {self.name}: a classification task needs at least 2 labels, got {self.labels}")
+        if self.test_splits and not kind.test_splits:
+            raise ValueError(
+                f"task {self.name}: test splits are not supported for {kind.name}; set task.test_splits=[]"
+            )
+        if kind.labels and len(self.labels) < 2:
+            raise ValueError(f"task {self.name}: a {kind.name} task needs at least 2 labels, got {self.labels}")
         if not 1 <= len(self.text_fields) <= 2:
             raise ValueError(f"task {self.name}: task.text_fields needs one or two fields, got {self.text_fields}")
 
     @property
     def pair(self) -> bool:
         return len(self.text_fields) == 2
+
+    @property
+    def record(self) -> kinds.Kind:
+        """What its kind is (``ssaf.kinds``): data preparation, head, trainer, metrics."""
+        return kinds.KINDS[self.kind]
 
 
 # ----------------------------------------------------------------------------- attention
@@ -160,10 +176,6 @@ class AttnSettings(AttentionSpec):
     """The ``attn`` group: an attention spec under a name (the option's, used in run folders and reports)."""
 
     name: str = MISSING
-
-    @property
-    def spec(self) -> AttentionSpec:
-        return AttentionSpec(**AttentionSpec.to_dict(self))
 
 
 # ----------------------------------------------------------------------------- model, trainer, logger, data
@@ -267,6 +279,11 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.source == "local" and not self.dir:
+            raise ValueError(
+                "data.source=local needs a data folder: set SSAF_DATA_DIR=<folder> (e.g. ../shared/data) "
+                "or data.dir=..."
+            )
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
@@ -292,20 +309,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed} (runs are never unseeded)")
-        if not isinstance(self.resume, (bool, str)):
+        # Hydra reads true and false (any case) as booleans: a string is a run directory.
+        if not isinstance(self.resume, (bool, str)) or (isinstance(self.resume, str) and not self.resume.strip()):
             raise ValueError(f"resume must be true, false or a run directory, got {self.resume!r}")
-
-    @property
-    def resume_target(self) -> bool | str:
-        """False, True (search) or the run directory named."""
-        if isinstance(self.resume, bool):
-            return self.resume
-        flag = self.resume.strip().lower()
-        if flag in ("false", "no", "0", ""):
-            return False
-        if flag in ("true", "yes"):
-            return True
-        return self.resume
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -148,7 +148,7 @@ class RunSummary:
 
     status: str
     task: str
-    kind: str  # classification | qa
+    kind: str  # a name in ssaf.kinds.KINDS (its metrics' scale: Kind.scale)
     metric: str  # the headline metric: accuracy | f1
     splits: list[str]  # evaluated splits; the first selects the checkpoint
     attn: AttentionInfo
@@ -208,12 +208,6 @@ class RunSummary:
             return cls(**values)
         except TypeError as e:
             raise ValueError(f"metrics.json does not match the schema: {e}") from e
-
-
-def percent_scale(kind: str) -> float:
-    """The factor that puts a task kind's metrics on one 0-100 scale: classification metrics are fractions
-    (accuracy 0.91), question answering's are the official SQuAD script's percentages already (f1 88.5)."""
-    return 1.0 if kind == "qa" else 100.0
 
 
 def write_json(path: Path, obj: Any) -> None:

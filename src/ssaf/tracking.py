@@ -18,9 +18,9 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from ssaf import keys
+from ssaf import keys, network
 from ssaf.attention import learned_values
-from ssaf.config import reachable, wandb_key_configured, wandb_server
+from ssaf.config import wandb_key_configured, wandb_server
 from ssaf.settings import LoggerSettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def resolve_mode(settings: LoggerSettings) -> str:
     (``logger.mode=online`` without a key or a server is refused earlier, by ``ssaf.config``.)"""
     if settings.mode != "auto":
         return settings.mode
-    return "online" if wandb_key_configured() and reachable(*wandb_server()) else "offline"
+    return "online" if wandb_key_configured() and network.reachable(*wandb_server()) else "offline"
 
 
 class Tracker(Protocol):

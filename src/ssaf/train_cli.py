@@ -37,7 +37,7 @@ def _train(cfg: DictConfig) -> float | None:
     """One job: check the config, run the pipeline; config and data errors exit 2 (a multirun records them)."""
     global _started
     _started = True
-    from ssaf.config import ConfigError, check_environment, go_offline_if_unreachable, settings
+    from ssaf.config import ConfigError, check_environment, go_offline_if_unreachable, to_settings
 
     go_offline_if_unreachable(cfg)  # before transformers / datasets are imported: they read it once
     hc = HydraConfig.get()
@@ -45,7 +45,7 @@ def _train(cfg: DictConfig) -> float | None:
     run_dir = Path(hc.runtime.output_dir)
     try:
         # every config error now, in seconds, before torch loads (the run says what has no effect)
-        check_environment(settings(cfg, run_dir, warn=False))
+        check_environment(to_settings(cfg, run_dir, warn=False))
         import matplotlib
 
         matplotlib.use("Agg")  # the attention heatmaps logged to W&B are files, never windows

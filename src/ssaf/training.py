@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ssaf import keys
 from ssaf.attention import AttentionStats, learned_parameters, learned_values, record_attention_stats
+from ssaf.config import check_precision
 from ssaf.console import interactive
 from ssaf.metrics import load_metric
 from ssaf.qa import postprocess_predictions
@@ -31,8 +32,7 @@ def mixed_precision(precision: str) -> tuple[bool, bool]:
     """(fp16, bf16) for TrainingArguments; 'auto' is bf16 on a CUDA device that supports it, else fp32."""
     if precision == "auto":
         return False, bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if precision in ("fp16", "bf16") and not torch.cuda.is_available():
-        raise ValueError(f"trainer.precision={precision} needs a CUDA device; use fp32 or auto on CPU")
+    check_precision(precision)  # ssaf.config's check, for callers without a config
     return precision == "fp16", precision == "bf16"
 
 

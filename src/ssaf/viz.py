@@ -65,20 +65,15 @@ def heatmap_figure(model: Any, tokenizer: Any, text_a: str, text_b: str | None =
 
 def load_checkpoint(path: str) -> tuple[Any, Any]:
     """A saved ssaf (or stock) model directory -> (model in eval mode, tokenizer)."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    from transformers import AutoConfig, AutoTokenizer
 
     import ssaf
+    from ssaf import kinds
 
     ssaf.register()  # the ssaf model classes, for a model saved by ssaf
 
     cfg = AutoConfig.from_pretrained(path)
-    qa = any("QuestionAnswering" in a for a in (cfg.architectures or []))
-    head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
+    head = kinds.of_architectures(cfg.architectures).load("head")  # the head it was saved with
     return head.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 

@@ -87,11 +87,11 @@ def test_resume_is_true_false_or_a_run_directory(tmp_path):
     """``resume`` is typed loosely (so that --help shows false, not 'False'): what it accepts is checked."""
     from hydra import compose, initialize_config_dir
 
-    from ssaf.config import ConfigError, settings
+    from ssaf.config import ConfigError, to_settings
 
     def resume(*overrides: str):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return settings(compose("config", overrides=["experiment=smoke", *overrides]), tmp_path).resume
+            return to_settings(compose("config", overrides=["experiment=smoke", *overrides]), tmp_path).resume
 
     assert resume() is False and resume("resume=false") is False and resume("resume=true") is True
     assert resume(f"resume={tmp_path}") == str(tmp_path)

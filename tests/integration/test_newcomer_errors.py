@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ssaf.config import ConfigError, check_environment, check_model_source, settings
+from ssaf.config import ConfigError, check_environment, check_model_source, to_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -24,7 +24,7 @@ def cfg(*overrides: str):
 
 
 def check(tmp_path: Path, *overrides: str) -> None:
-    check_environment(settings(cfg("experiment=smoke", *overrides), tmp_path))
+    check_environment(to_settings(cfg("experiment=smoke", *overrides), tmp_path))
 
 
 def run_cli(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
@@ -151,13 +151,13 @@ def test_the_summary_table_puts_every_metric_in_percent_and_says_so(tmp_path):
 
     timing = Timing(10.0, [10.0], 4, 1.0, 0.5, 3.0, 10.0, 1.0, True)
     best = {"metric": "eval_validation_accuracy", "value": 0.875, "step": 4, "model": "run/model"}
-    sst2 = identity(settings(cfg("experiment=smoke"), tmp_path), tmp_path)
+    sst2 = identity(to_settings(cfg("experiment=smoke"), tmp_path), tmp_path)
     final = {"eval_validation_accuracy": 0.875, "eval_validation_macro_f1": 0.8}
     table = summary_table(replace(sst2, final=final, train=timing, best=best)).splitlines()
     assert table[2].split() == ["split", "accuracy", "%", "macro_f1", "%", "zeros", "support", "entropy"]
     assert table[3].split()[:3] == ["validation", "87.50", "80.00"]
     assert "selected: step 4, eval_validation_accuracy = 87.50 %; its model: run/model" in table
-    squad = identity(settings(cfg("experiment=smoke", "task=squad"), tmp_path), tmp_path)
+    squad = identity(to_settings(cfg("experiment=smoke", "task=squad"), tmp_path), tmp_path)
     final = {"eval_validation_exact_match": 12.5, "eval_validation_f1": 20.25}  # the SQuAD script's 0-100
     best = {**best, "metric": "eval_validation_f1", "value": 20.25}
     table = summary_table(replace(squad, final=final, train=timing, best=best)).splitlines()

@@ -83,12 +83,12 @@ def _attention(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     import ssaf
-    from ssaf.config import settings
+    from ssaf.config import to_settings
     from ssaf.models import build_model
 
     ssaf.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        s = settings(compose("config", overrides=list(overrides)), ROOT / "outputs")
+        s = to_settings(compose("config", overrides=list(overrides)), ROOT / "outputs")
     model, tokenizer = build_model(s.model, s.attn, "classification", s.task.labels)
     x = tokenizer(["a gripping , beautifully acted film that never lets up"], return_tensors="pt")
     with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ssaf.config import ConfigError, settings
+from ssaf.config import ConfigError, to_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -66,7 +66,7 @@ def test_the_smoke_preset_trains_on_its_demo_data_even_with_a_data_folder(monkey
 def test_a_local_data_preset_without_a_data_folder_is_refused(monkeypatch, tmp_path):
     monkeypatch.delenv("SSAF_DATA_DIR", raising=False)
     with pytest.raises(ConfigError, match=r"data\.source=local needs a data folder"):
-        settings(cfg("experiment=cpu_sst2"), tmp_path)
+        to_settings(cfg("experiment=cpu_sst2"), tmp_path)
 
 
 # ----------------------------------------------------------------------------- settings that do not apply
@@ -83,11 +83,11 @@ def test_a_local_data_preset_without_a_data_folder_is_refused(monkeypatch, tmp_p
 )
 def test_a_key_no_part_of_the_run_reads_is_an_error_naming_it(override, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
-        settings(cfg(override), tmp_path)
+        to_settings(cfg(override), tmp_path)
 
 
 def test_free_form_mappings_take_any_key(tmp_path):
-    s = settings(cfg("+model.config_overrides.hidden_dropout_prob=0.2", "+task.extra.note=x"), tmp_path)
+    s = to_settings(cfg("+model.config_overrides.hidden_dropout_prob=0.2", "+task.extra.note=x"), tmp_path)
     assert s.model.config_overrides == {"hidden_dropout_prob": 0.2} and s.task.extra["note"] == "x"
 
 
@@ -102,7 +102,7 @@ def test_free_form_mappings_take_any_key(tmp_path):
     ],
 )
 def test_a_parameter_of_another_transform_is_named_at_start(overrides, warning, tmp_path, caplog):
-    settings(cfg(*overrides), tmp_path)
+    to_settings(cfg(*overrides), tmp_path)
     said = [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage()]
     assert said == ([warning] if warning else [])
 
@@ -117,8 +117,8 @@ def test_a_parameter_of_another_transform_is_named_at_start(overrides, warning, 
 )
 def test_a_sequence_length_below_what_the_task_needs_is_refused_at_composition(overrides, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
-        settings(cfg(*overrides), tmp_path)
-    settings(
+        to_settings(cfg(*overrides), tmp_path)
+    to_settings(
         cfg(*overrides[:-1], "trainer.max_seq_length=258" if "squad" in str(overrides) else "trainer.max_seq_length=6"),
         tmp_path,
     )

@@ -16,7 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from ssaf import keys
-from ssaf.config import settings
+from ssaf.config import to_settings
 from ssaf.pipeline import identity
 from ssaf.report import best_param, differences, find_run_dirs, group_runs, load_run, write_report
 from ssaf.summary import Budget, DataInfo, Timing, write_summary
@@ -40,7 +40,7 @@ def fake_run(
         return d  # crashed before writing metrics
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"task={task}", f"attn={attn}", f"attn.lam={lam}", f"seed={seed}"])
-    s = settings(cfg, d)
+    s = to_settings(cfg, d)
     summary = identity(s, d)
     caps = {**summary.budget.__dict__, **(budget or {})}
     summary = replace(
@@ -289,7 +289,7 @@ def test_wandb_sweep_definitions_compose_to_valid_configs(path, tmp_path, monkey
     for overrides in combos:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
-        s = settings(cfg, tmp_path)
+        s = to_settings(cfg, tmp_path)
         assert s.attn_name == dict(o.split("=", 1) for o in overrides)["attn"]
     # the selected checkpoint's metric, in the run summary (the last evaluation's is the curve's last point)
     assert sweep["metric"]["name"] == keys.final(keys.metric(s.task.eval_splits[0], s.task.metric_for_best))

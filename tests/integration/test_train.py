@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ssaf import keys
-from ssaf.config import ConfigError, settings
+from ssaf.config import ConfigError, to_settings
 from ssaf.pipeline import run
 from ssaf.training import EvaluationFailedError, NonFiniteLossError, SsafTrainer
 
@@ -61,18 +61,18 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, **env: str) -> sub
 )
 def test_every_group_option_composes_and_validates(group, options, tmp_path):
     for option in options:
-        s = settings(cfg(f"{group}={option}"), tmp_path)
+        s = to_settings(cfg(f"{group}={option}"), tmp_path)
         assert s.task.name and s.seed == 42
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_preset_composes(experiment, tmp_path, monkeypatch):
     monkeypatch.setenv("SSAF_DATA_DIR", str(tmp_path))  # the CPU presets read local data
-    settings(cfg(f"experiment={experiment}"), tmp_path)
+    to_settings(cfg(f"experiment={experiment}"), tmp_path)
 
 
 def test_defaults_are_the_documented_ones(tmp_path):
-    s = settings(cfg(), tmp_path)
+    s = to_settings(cfg(), tmp_path)
     assert (s.task.name, s.attn.transform, s.model.name, s.logger.name) == ("sst2", "sparse", "minilm", "wandb")
     assert (s.trainer.learning_rate, s.trainer.batch_size) == (2e-5, 16)
 
@@ -103,7 +103,7 @@ def test_bad_values_fail_before_anything_loads(override, match, tmp_path, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     with pytest.raises(ConfigError, match=match):
-        settings(cfg(*override.split()), tmp_path)
+        to_settings(cfg(*override.split()), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -128,9 +128,9 @@ def test_a_value_of_the_wrong_type_fails_when_the_config_is_composed_naming_the_
 
 
 def test_an_attention_learning_rate_without_a_learned_attention_is_named_as_having_no_effect(tmp_path, caplog):
-    settings(cfg("attn=learned_lam", "trainer.attn_learning_rate=0.1"), tmp_path)
+    to_settings(cfg("attn=learned_lam", "trainer.attn_learning_rate=0.1"), tmp_path)
     assert "no effect" not in caplog.text
-    settings(cfg("attn=softmax", "trainer.attn_learning_rate=0.1"), tmp_path)
+    to_settings(cfg("attn=softmax", "trainer.attn_learning_rate=0.1"), tmp_path)
     assert "trainer.attn_learning_rate=0.1 has no effect: attn=softmax learns no alpha or lam" in caplog.text
 
 

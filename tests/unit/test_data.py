@@ -216,7 +216,7 @@ def test_auto_prefers_local_then_falls_back_to_sample_offline(data_root, caplog)
 
 
 def test_local_without_a_directory_is_an_error():
-    with pytest.raises(ValueError, match=r"data.source=local needs data.dir"):
+    with pytest.raises(ValueError, match=r"data.source=local needs a data folder"):
         load_task_data(task("sst2"), "local", None, ("train",))
 
 

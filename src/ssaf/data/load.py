@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
+from ssaf import network
 from ssaf.data.errors import DataError
 from ssaf.data.hub import read_hub_split
 from ssaf.data.local import Row, read_local_split
 from ssaf.data.sample import SAMPLE_VERSION, sample_split
-from ssaf.settings import SOURCES, TaskSpec
+from ssaf.settings import DataSettings, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +53,15 @@ def fingerprint(source: str, versions: dict[str, str]) -> str:
     return f"{source}:{h.hexdigest()[:12]}"
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """False at once when offline mode is set or huggingface.co does not answer within ``timeout``."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def resolve_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
-    if source not in SOURCES:
-        raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if source == "local" and not data_dir:
-        raise ValueError("data.source=local needs data.dir (or the SSAF_DATA_DIR environment variable)")
+def resolve_data_source(source: str, data_dir: str | None, task: TaskSpec) -> str:
+    """Where ``task``'s data comes from (local | hub | sample): ``source`` itself, or for ``auto`` the local
+    folder when there is one, else the hub when it answers, else the demo set (with a loud warning)."""
+    DataSettings(source=source, dir=data_dir)  # the schema's checks, for callers of load_task_data without a config
     if source != "auto":
         return source
     if data_dir:
         return "local"
-    if task.hub is not None and hub_reachable():
+    if task.hub is not None and network.hub_reachable():
         return "hub"
     log.warning(
         "\n%s\nNO REAL DATA FOUND for task %s: training on ssaf's small generated DEMO set.\n"
@@ -140,7 +127,7 @@ def load_task_data(
     seed: int = 0,
 ) -> TaskData:
     """Read ``splits`` of ``task`` from ``source``; cap sizes (train: seeded shuffle first, eval: file order)."""
-    resolved = resolve_source(source, data_dir, task)
+    resolved = resolve_data_source(source, data_dir, task)
     out = TaskData(splits={}, source=resolved)
     for split in splits:
         lines: list[int] | None = None

@@ -28,7 +28,7 @@ def task_spec(conf: Path, name: str) -> TaskSpec:
         raise SystemExit(f"ssaf-explain: --task {name!r}: no {path}; tasks: {', '.join(known) or 'none found'}")
     spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskSpec), OmegaConf.load(path)))
     assert isinstance(spec, TaskSpec)
-    if spec.kind != "classification" or spec.pair:
+    if not spec.record.labels or spec.pair:  # scores attention against the predicted label of one text
         raise SystemExit(f"ssaf-explain: --task {name}: only single-text classification tasks can be scored")
     return spec
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--split {a.split!r}: task {task.name} has splits {', '.join(task.splits)}")
 
     # Heavy imports after the arguments are known to be good.
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     import ssaf
     from ssaf.data.load import load_task_data
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.models:
         t0 = time.time()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = task.record.load("head").from_pretrained(path)
         sentences = explain.explain_split(model, tokenizer, texts, words, task.max_seq_length, a.draws, a.seed)
         results.append(report.ModelResult(model_name(path), str(path), sentences))
         print(f"{results[-1].name}: {len(texts)} sentences in {time.time() - t0:.0f} s", file=sys.stderr)

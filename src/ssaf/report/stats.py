@@ -7,8 +7,8 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ssaf import kinds
 from ssaf.report.runs import GroupKey, Run, Setting
-from ssaf.summary import percent_scale
 
 
 @dataclass
@@ -157,7 +157,7 @@ def regularized_beta(x: float, a: float, b: float) -> float:
 
 def unit_scale(g: Group) -> float:
     """Accuracy is shown in percent, SQuAD's exact match and F1 (already 0-100) as they are."""
-    return percent_scale(g.first.s.kind)
+    return kinds.get(g.first.s.kind).scale
 
 
 def ambiguous_settings(groups: list[Group]) -> set[tuple[str, str, bool]]:
