@@ -15,7 +15,21 @@ from dataclasses import dataclass
 # 1 / (alpha - 1) <= 100 (see ssaf.transforms.learned).
 LEARNED_ALPHA_FLOOR = 1.01
 
-BACKENDS = ("torch", "compiled", "triton")  # eager torch, torch.compile'd whole rows, fused Triton (ssaf.kernels)
+# attn.backend: which path serves the attention calls (ssaf.settings.AttentionSpec.backend says what each does).
+# "auto" is always valid; the others only for a transform whose record lists them.
+BACKENDS = ("auto", "torch", "compiled", "triton")
+# What a record's ``backends`` may list: the paths ``BACKENDS`` names (torch: eager, materialising the
+# probabilities, which every transform has; compiled: torch.compile'd whole rows; triton: the fused kernel of
+# ssaf.kernels) and sdpa, torch's scaled_dot_product_attention, the fast path "auto" takes for softmax.
+PATHS = ("torch", "compiled", "triton", "sdpa")
+
+
+def backend_of(compiled: bool, kernel: str) -> str:
+    """The ``attn.backend`` of the two settings it replaced, ``attn.compiled`` and ``attn.kernel`` (a model config
+    or a metrics.json written by an older ssaf). kernel=triton asked for the fused kernel whatever compiled
+    said; compiled=true otherwise asked for the compiled path; kernel's auto and torch are backends of the
+    same name (an unknown kernel passes through, for the backend's own check to name)."""
+    return "compiled" if compiled and kernel != "triton" else kernel
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,8 @@ class Transform:
         function: the maths, by its name in ``ssaf.transforms`` (and in ``ssaf.kernels``).
         param: the spec field it reads (``lam`` or ``alpha``), or None.
         learned: one value of ``param`` per head and layer, learned, starting at the spec's value.
-        backends: the backends that serve it (see ``BACKENDS``).
+        backends: the paths that serve it (see ``PATHS``); "torch" always, since only the eager path
+            returns the probabilities (attention statistics, ``output_attentions``).
     """
 
     name: str
@@ -37,6 +52,14 @@ class Transform:
     param: str | None = None
     learned: bool = False
     backends: tuple[str, ...] = ("torch",)
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in PATHS]
+        if unknown or "torch" not in self.backends:
+            raise ValueError(
+                f"transform {self.name!r}: backends {self.backends} must include 'torch' and name only "
+                f"{', '.join(PATHS)}"
+            )
 
     @property
     def learned_attribute(self) -> str | None:
@@ -47,7 +70,7 @@ class Transform:
 TRANSFORMS: dict[str, Transform] = {
     t.name: t
     for t in (
-        Transform("softmax", "dense softmax (the baseline)", "softmax"),
+        Transform("softmax", "dense softmax (the baseline)", "softmax", backends=("torch", "sdpa")),
         Transform("sparsemax", "sparsemax (lam = 0)", "sparsemax", backends=("torch", "compiled", "triton")),
         Transform(
             "sparse",
