@@ -190,7 +190,8 @@ AttentionSpec.__init__ = _spec_init_reading_older_specs  # type: ignore[method-a
 
 # Keys an older ssaf read, retired: the schema still holds them (AttnSettings), unset, so that a command line or
 # a preset that sets one composes and then fails in ssaf.config.check_unread naming what replaced it, rather
-# than with Hydra's "Key 'kernel' not in 'AttnSettings'".
+# than with Hydra's "Key 'kernel' not in 'AttnSettings'", and so that an older run's recorded config still fits
+# the schema (ssaf.resume). The price: they show, null, in --help and in every run's resolved config.
 RETIRED = ("attn.compiled", "attn.kernel")
 
 
