@@ -42,14 +42,14 @@ ATTNS = [
     ("learned_alpha", "ssaf", {"transform": "learned_alpha", "alpha": 1.5}),
     ("learned_lam", "ssaf", {"transform": "learned_lam", "lam": 0.0}),
     # compiled kernels: compiled during the warm-up steps
-    ("sparse (SSAF, lam=-1) compiled", "ssaf", {"transform": "sparse", "lam": -1.0, "compiled": True}),
+    ("sparse (SSAF, lam=-1) compiled", "ssaf", {"transform": "sparse", "lam": -1.0, "backend": "compiled"}),
 ]
-FUSED = [  # ssaf.kernels' fused Triton attention (attn.kernel=triton; CUDA): --fused
-    ("sparsemax, fused kernel", "ssaf", {"transform": "sparsemax", "kernel": "triton"}),
-    ("sparse (SSAF, lam=-8), fused kernel", "ssaf", {"transform": "sparse", "lam": -8.0, "kernel": "triton"}),
-    ("entmax15, fused kernel", "ssaf", {"transform": "entmax15", "kernel": "triton"}),
-    ("entmax (alpha=1.3), fused kernel", "ssaf", {"transform": "entmax", "alpha": 1.3, "kernel": "triton"}),
-    ("learned_lam, fused kernel", "ssaf", {"transform": "learned_lam", "lam": 0.0, "kernel": "triton"}),
+FUSED = [  # ssaf.kernels' fused Triton attention (attn.backend=triton; CUDA): --fused
+    ("sparsemax, fused kernel", "ssaf", {"transform": "sparsemax", "backend": "triton"}),
+    ("sparse (SSAF, lam=-8), fused kernel", "ssaf", {"transform": "sparse", "lam": -8.0, "backend": "triton"}),
+    ("entmax15, fused kernel", "ssaf", {"transform": "entmax15", "backend": "triton"}),
+    ("entmax (alpha=1.3), fused kernel", "ssaf", {"transform": "entmax", "alpha": 1.3, "backend": "triton"}),
+    ("learned_lam, fused kernel", "ssaf", {"transform": "learned_lam", "lam": 0.0, "backend": "triton"}),
 ]
 PACKAGE = [  # the entmax package's transforms inside the same attention function (--package)
     ("entmax pkg sparsemax", "pkg_sparsemax", None),

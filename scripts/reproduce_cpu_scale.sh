@@ -117,7 +117,7 @@ part() {
     squad)
       # 384-token rows at lam = -8 are mostly candidates, where the eager CPU path is 8x slower than the
       # compiled one (same result); softmax has no compiled kernel
-      [ "$which" = sparse ] && l+=(attn.compiled=true)
+      [ "$which" = sparse ] && l+=(attn.backend=compiled)
       multirun "$dir" task=squad data.source=local "attn=$attn" "${l[@]}" "seed=$SQUAD_SEED" \
         trainer.max_train_samples=3000 trainer.epochs=1 trainer.learning_rate=1e-4 trainer.stats_sample_every=8 ;;
   esac

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ssaf import network, registry
 from ssaf.settings import (
     PACKAGED,
+    RETIRED,
     AttentionSpec,
     AttnSettings,
     DataSettings,
@@ -33,6 +34,7 @@ from ssaf.settings import (
     RunConfig,
     TaskSpec,
     TrainerSettings,
+    retired,
 )
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,8 @@ def to_settings(cfg: DictConfig, run_dir: str | Path, warn: bool = True) -> RunS
 def check_unread(node: DictConfig, path: str = "") -> None:
     """Every key of the composed config is a field of the schema. Hydra's ``+key=value`` adds a key the
     schema lacks (its own hint for a typo suggests it), and turning the config into the schema's objects
-    drops it silently: the run would go on without the value."""
+    drops it silently: the run would go on without the value. A retired key (``settings.RETIRED``: the schema
+    still holds it, so that Hydra composes it) fails too, naming what replaced it."""
     schema = OmegaConf.get_type(node)
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         return  # a free-form mapping (task.extra, model.config_overrides, ...): read by its owner
@@ -119,6 +122,8 @@ def check_unread(node: DictConfig, path: str = "") -> None:
         if not path and key == "hydra":
             continue  # Hydra's own node (present when composed with return_hydra_config): Hydra reads it
         name, child = f"{path}{key}", node[key]  # every value resolves: the schema's objects were just built
+        if name in RETIRED and child is not None:
+            raise ConfigError(retired(name, child))
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {path}{close[0]}? " if close else ""

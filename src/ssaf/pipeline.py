@@ -337,8 +337,7 @@ def identity(s: RunSettings, work_dir: Path, data: Prepared | None = None, world
             value=getattr(s.attn, param) if param else None,
             learned=t.learned,
             own_lr=s.trainer.attn_learning_rate if t.learned else None,
-            compiled=s.attn.compiled,
-            kernel=s.attn.kernel,
+            backend=s.attn.backend,
         ),
         model=s.model.name,
         pretrained=s.model.pretrained,
@@ -414,7 +413,7 @@ def summary_table(summary: RunSummary) -> str:
     segments = f" in {len(t.segments)} segments" if len(t.segments) > 1 else ""
     rows.append(f"train: {t.steps} steps, {t.runtime_s:.0f} s{segments}, {t.examples_per_s or 0:.1f} examples/s")
     if summary.routes is not None:
-        rows.append(f"attention (kernel={summary.attn.kernel}): {summary.routes.label}")
+        rows.append(f"attention (backend={summary.attn.backend}): {summary.routes.label}")
     best = summary.best
     if best.get("step") is not None:
         value = best["value"] * scale  # the headline metric: the scale of the columns above

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-BACKENDS = ("torch", "compiled", "triton")  # eager torch, torch.compile'd whole rows, fused Triton (ssaf.kernels)
 # The fused kernels' algorithms (ssaf.kernels, one code each in its _triton): sparsemax's threshold by Michelot
 # iterations (sparsemax, and sparsegen-lin on scaled scores), 1.5-entmax's exact sort, alpha-entmax's bisection.
 KERNEL_ALGORITHMS = ("sparsemax", "entmax15", "bisect")
@@ -131,6 +130,22 @@ PARAMS: dict[str, Param] = {
     )
 }
 
+# attn.backend: which path serves the attention calls (ssaf.settings.AttentionSpec.backend says what each does).
+# "auto" is always valid; the others only for a transform whose record lists them.
+BACKENDS = ("auto", "torch", "compiled", "triton")
+# What a record's ``backends`` may list: the paths ``BACKENDS`` names (torch: eager, materialising the
+# probabilities, which every transform has; compiled: torch.compile'd whole rows; triton: the fused kernel of
+# ssaf.kernels) and sdpa, torch's scaled_dot_product_attention, the fast path "auto" takes for softmax.
+PATHS = ("torch", "compiled", "triton", "sdpa")
+
+
+def backend_of(compiled: bool, kernel: str) -> str:
+    """The ``attn.backend`` of the two settings it replaced, ``attn.compiled`` and ``attn.kernel`` (a model config
+    or a metrics.json written by an older ssaf). kernel=triton asked for the fused kernel whatever compiled
+    said; compiled=true otherwise asked for the compiled path; kernel's auto and torch are backends of the
+    same name (an unknown kernel passes through, for the backend's own check to name)."""
+    return "compiled" if compiled and kernel != "triton" else kernel
+
 
 @dataclass(frozen=True)
 class Transform:
@@ -144,7 +159,9 @@ class Transform:
         learned: one value of ``param`` per head and layer, learned (``PARAMS[param].learned_class``),
             starting at the spec's value.
         kernel: the fused kernel's algorithm for ``function`` (one of :data:`KERNEL_ALGORITHMS`), or None: no kernel.
-        backends: the backends that serve it (see ``BACKENDS``); ``triton`` exactly where there is a kernel.
+        backends: the paths that serve it (see ``PATHS``); "torch" always, since only the eager path
+            returns the probabilities (attention statistics, ``output_attentions``); "triton" exactly where
+            it names a kernel.
     """
 
     name: str
@@ -165,8 +182,12 @@ class Transform:
             raise ValueError(
                 f"transform {self.name}: kernel {self.kernel!r} is not one of {', '.join(KERNEL_ALGORITHMS)}"
             )
-        if unknown := set(self.backends) - set(BACKENDS):
-            raise ValueError(f"transform {self.name}: backends {sorted(unknown)} are not among {', '.join(BACKENDS)}")
+        unknown = [b for b in self.backends if b not in PATHS]
+        if unknown or "torch" not in self.backends:
+            raise ValueError(
+                f"transform {self.name!r}: backends {self.backends} must include 'torch' and name only "
+                f"{', '.join(PATHS)}"
+            )
         if ("triton" in self.backends) != (self.kernel is not None):
             raise ValueError(f"transform {self.name}: list the 'triton' backend exactly when it names a kernel")
 
@@ -191,7 +212,7 @@ class Transform:
 TRANSFORMS: dict[str, Transform] = {
     t.name: t
     for t in (
-        Transform("softmax", "dense softmax (the baseline)", "softmax"),
+        Transform("softmax", "dense softmax (the baseline)", "softmax", backends=("torch", "sdpa")),
         Transform(
             "sparsemax",
             "sparsemax (lam = 0)",

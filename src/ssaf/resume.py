@@ -38,7 +38,8 @@ FREE = frozenset(
         "resume",
         "logger",
         "data.num_workers",
-        "attn.kernel",  # the fused kernel and the torch path compute the same transform
+        "attn.backend",  # every backend computes the same transform
+        "attn.kernel",  # retired (what attn.backend replaced): in the configs of runs an older ssaf made
         "attn.compiled",
         "trainer.eval_batch_size",
         "trainer.report_every",

@@ -11,6 +11,7 @@ Pure Python: importing it costs no torch or transformers.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +22,6 @@ from omegaconf import MISSING
 from ssaf import kinds, registry
 
 SOURCES = ("auto", "local", "hub", "sample")
-KERNELS = ("auto", "triton", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 LOGGERS = ("wandb", "tensorboard", "none")
 MODES = ("auto", "online", "offline", "disabled")
@@ -118,35 +118,48 @@ class TaskSpec:
 
 @dataclass
 class AttentionSpec:
-    """Which transform the attention uses, and its parameters (see ``ssaf.registry``). Saved with a model
-    (``config.ssaf_attention``), so a saved model restores its transform."""
+    """Which transform the attention uses, its parameters and the path that serves it (see ``ssaf.registry``).
+    Saved with a model (``config.ssaf_attention``), so a saved model restores its transform; a spec an older
+    ssaf saved, with ``compiled`` and ``kernel`` in place of ``backend``, still loads (see the end of this
+    section)."""
 
     transform: str = "sparse"
     lam: float = 0.0
     alpha: float = 1.5
-    compiled: bool = False  # torch.compile'd whole-row kernels, where the registry lists "compiled"
-    # auto: where nothing needs the probabilities, the fused Triton kernel (on CUDA where it serves the shape and
-    # passed its self-check) or, for softmax, sdpa; else the torch path. triton: the kernel (a warning where it
-    # does not serve the shape, an error where it fails on the device). torch: the eager path, softmax included.
-    kernel: str = "auto"
+    # Which path serves the attention calls, one of registry.BACKENDS:
+    # auto: where nothing needs the probabilities (no attention statistics recorded, no output_attentions), the
+    #   fused Triton kernel for a sparse transform (on CUDA, where it serves the shape and passed its self-check)
+    #   and softmax on torch's sdpa; otherwise the eager torch path.
+    # torch: the eager torch path for every call, softmax included.
+    # compiled: the torch.compile'd whole-row path for every call, for the transforms whose registry record
+    #   lists it (softmax has none: auto runs it on sdpa).
+    # triton: the fused kernel wherever nothing needs the probabilities: a warning where it cannot serve the
+    #   inputs (the torch path serves them), an error where it fails on the device.
+    # Any value but auto must be listed in the transform's record, else the config is refused.
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         t = registry.transform(self.transform)
         registry.check_param("lam", self.lam, t)
         registry.check_param("alpha", self.alpha, t)
-        if self.compiled and "compiled" not in t.backends:
-            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "compiled" in r.backends)
+        if self.backend not in registry.BACKENDS:
+            raise ValueError(f"attn.backend must be one of {', '.join(registry.BACKENDS)}, got {self.backend!r}")
+        if self.backend != "auto" and self.backend not in t.backends:
+            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if self.backend in r.backends)
+            own = " or ".join(f"attn.backend={b}" for b in registry.BACKENDS if b in t.backends)
             raise ValueError(
-                f"attn.compiled=true is available for {served}, not {self.transform!r}; set attn.compiled=false"
+                f"attn.backend={self.backend} serves {served}, not {self.transform!r} (it runs on "
+                f"{', '.join(t.backends)}); use attn.backend=auto (its fastest path) or {own}"
             )
-        if self.kernel not in KERNELS:
-            raise ValueError(f"attn.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
-        if self.kernel == "triton" and "triton" not in t.backends:
-            served = ", ".join(n for n, r in registry.TRANSFORMS.items() if "triton" in r.backends)
-            raise ValueError(
-                f"attn.kernel=triton serves {served}, not {self.transform!r} (softmax runs on sdpa where nothing "
-                "needs the probabilities, else on the torch path); use attn.kernel=auto"
-            )
+
+    # read by ssaf.attention until it reads backend (the coordinator removes these)
+    @property
+    def compiled(self) -> bool:
+        return self.backend == "compiled"
+
+    @property
+    def kernel(self) -> str:
+        return self.backend if self.backend in ("auto", "triton") else "torch"
 
     @property
     def record(self) -> registry.Transform:
@@ -161,7 +174,7 @@ class AttentionSpec:
 
     @classmethod
     def from_config(cls, config: Any) -> AttentionSpec:
-        """The spec a (transformers) model config carries."""
+        """The spec a (transformers) model config carries (one an older ssaf saved too)."""
         spec = getattr(config, "ssaf_attention", None)
         if spec is None:
             raise ValueError(
@@ -171,11 +184,48 @@ class AttentionSpec:
         return cls(**spec)
 
 
+_spec_init = AttentionSpec.__init__
+
+
+@functools.wraps(_spec_init)
+def _spec_init_reading_older_specs(
+    self: AttentionSpec, *args: Any, compiled: bool | None = None, kernel: str | None = None, **kwargs: Any
+) -> None:
+    """The dataclass's ``__init__``, also taking the ``compiled`` and ``kernel`` that a model config saved by an
+    older ssaf holds in place of ``backend``: transformers rebuilds the config with ``AttentionSpec(**saved)``
+    (``ssaf.attention``), so they are read here, once, as the backend they asked for."""
+    if compiled is not None or kernel is not None:
+        if "backend" in kwargs:
+            raise TypeError("AttentionSpec takes backend, or the compiled and kernel it replaced, not both")
+        kwargs["backend"] = registry.backend_of(bool(compiled), kernel or "auto")
+    _spec_init(self, *args, **kwargs)
+
+
+AttentionSpec.__init__ = _spec_init_reading_older_specs  # type: ignore[method-assign]
+
+
+# Keys an older ssaf read, retired: the schema still holds them (AttnSettings), unset, so that a command line or
+# a preset that sets one composes and then fails in ssaf.config.check_unread naming what replaced it, rather
+# than with Hydra's "Key 'kernel' not in 'AttnSettings'", and so that an older run's recorded config still fits
+# the schema (ssaf.resume). The price: they show, null, in --help and in every run's resolved config.
+RETIRED = ("attn.compiled", "attn.kernel")
+
+
+def retired(key: str, value: Any) -> str:
+    """The error for a retired key set to ``value``: what replaced it and the setting to use."""
+    backend = registry.backend_of(value is True, "auto") if key == "attn.compiled" else str(value)
+    use = f"attn.backend={backend}" if backend in registry.BACKENDS else "attn.backend=auto"
+    said = str(value).lower() if isinstance(value, bool) else value  # as the command line spells it
+    return f"{key}={said}: {key} was replaced by attn.backend ({'|'.join(registry.BACKENDS)}); use {use}"
+
+
 @dataclass
 class AttnSettings(AttentionSpec):
     """The ``attn`` group: an attention spec under a name (the option's, used in run folders and reports)."""
 
     name: str = MISSING
+    compiled: Any = None  # retired (RETIRED): attn.backend=compiled
+    kernel: Any = None  # retired (RETIRED): attn.backend
 
 
 # ----------------------------------------------------------------------------- model, trainer, logger, data

@@ -4,7 +4,8 @@ back by the report (which needs nothing else from a run directory).
 Pure Python (no torch, no transformers): the report and its tests use it on their own.
 
 Versions of ``metrics.json`` (``schema``): 1, the first; 2 adds ``routes`` (which attention paths served the
-run). Every version in ``READABLE`` reads back; what an older file lacks is None.
+run); 3 replaces ``attn.compiled`` and ``attn.kernel`` by ``attn.backend``. Every version in ``READABLE`` reads
+back; what an older file lacks is None, and an older ``attn`` reads as the backend it asked for.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 2  # the version written
-READABLE = (1, 2)  # the versions read
+from ssaf import registry
+
+SCHEMA = 3  # the version written
+READABLE = (1, 2, 3)  # the versions read
 STATUSES = ("running", "completed", "failed", "interrupted", "rejected")
 
 
@@ -29,8 +32,7 @@ class AttentionInfo:
     value: float | None = None  # the fixed value, or the learned parameter's start
     learned: bool = False
     own_lr: float | None = None  # trainer.attn_learning_rate of a learned attention
-    compiled: bool = False
-    kernel: str = "auto"
+    backend: str = "auto"  # attn.backend, as configured (what served the calls: RunSummary.routes)
 
     @property
     def label(self) -> str:
@@ -201,6 +203,10 @@ class RunSummary:
             "routes": AttentionRoutes,
         }
         values = dict(d)
+        if isinstance(values.get("attn"), dict) and values["schema"] < 3:
+            attn = dict(values["attn"])
+            attn["backend"] = registry.backend_of(attn.pop("compiled", False), attn.pop("kernel", "auto"))
+            values["attn"] = attn
         try:
             for name, typ in parts.items():
                 if values.get(name) is not None:

@@ -86,6 +86,39 @@ def test_a_key_no_part_of_the_run_reads_is_an_error_naming_it(override, match, t
         to_settings(cfg(override), tmp_path)
 
 
+RETIRED = [  # the settings attn.backend replaced, and what the error says to use instead
+    ("attn.kernel=triton", "attn.backend=triton"),
+    ("attn.kernel=torch", "attn.backend=torch"),
+    ("attn.compiled=true", "attn.backend=compiled"),
+    ("attn.compiled=false", "attn.backend=auto"),
+]
+
+
+@pytest.mark.parametrize("override,use", RETIRED)
+def test_a_retired_key_on_the_command_line_is_refused_naming_what_replaced_it(override, use, tmp_path):
+    key = override.split("=")[0]
+    said = rf"{override}: {key} was replaced by attn.backend \(auto\|torch\|compiled\|triton\); use {use}$"
+    with pytest.raises(ConfigError, match=said):
+        settings(cfg(override), tmp_path)
+
+
+@pytest.mark.parametrize("override,use", RETIRED)
+def test_a_retired_key_in_a_preset_is_refused_naming_what_replaced_it(override, use, tmp_path):
+    key, value = override.split("=")
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "older.yaml").write_text(f"# @package _global_\nattn:\n  {key[5:]}: {value}\n")
+    composed = cfg(f"hydra.searchpath=[file://{tmp_path}]", "experiment=older")
+    with pytest.raises(ConfigError, match=rf"{override}: {key} was replaced by attn.backend .*; use {use}$"):
+        settings(composed, tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "compiled", "triton"])
+def test_each_backend_composes_and_a_run_unsets_the_retired_keys(backend, tmp_path):
+    s = settings(cfg("attn=sparse", f"attn.backend={backend}"), tmp_path)
+    assert s.attn.spec.backend == backend and s.attn.spec.to_dict()["backend"] == backend
+    assert (s.attn.compiled, s.attn.kernel) == (None, None), "the schema holds them only to refuse them"
+
+
 def test_free_form_mappings_take_any_key(tmp_path):
     s = to_settings(cfg("+model.config_overrides.hidden_dropout_prob=0.2", "+task.extra.note=x"), tmp_path)
     assert s.model.config_overrides == {"hidden_dropout_prob": 0.2} and s.task.extra["note"] == "x"
@@ -136,6 +169,21 @@ def test_the_command_line_names_a_parameter_of_another_transform_once(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     said = [line for line in (r.stderr + r.stdout).splitlines() if "has no effect" in line]
     assert len(said) == 1 and "attn.lam=-2.0 has no effect: attn=softmax has no parameter" in said[0], said
+
+
+def test_the_command_line_refuses_a_retired_key_with_exit_2_naming_attn_backend(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "train.py", "experiment=smoke", "attn.kernel=triton", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "attn.kernel was replaced by attn.backend (auto|torch|compiled|triton); use attn.backend=triton" in (
+        r.stderr + r.stdout
+    )
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_the_command_line_says_which_key_no_part_of_the_run_reads(tmp_path):

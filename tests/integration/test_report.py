@@ -374,7 +374,7 @@ def test_reproduce_script_runs_each_part_once_at_the_chosen_lam_and_evaluates_on
     assert any("experiment=no_pretraining attn=sparse attn.lam=-2,0 seed=1,2,3" in line for line in runs)
     assert not any((study / s / "others").exists() for s in ("nopretrain", "barnes", "squad"))
     squad = "task=squad data.source=local attn="
-    assert any(f"{squad}sparse attn.lam=-2 attn.compiled=true seed=42" in line for line in runs)
+    assert any(f"{squad}sparse attn.lam=-2 attn.backend=compiled seed=42" in line for line in runs)
     assert any(f"{squad}softmax seed=42" in line for line in runs)
     assert sum(f"{study}/sst5/" in line for line in runs) == 1  # base and others completed in the first call
     assert (

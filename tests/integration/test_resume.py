@@ -127,6 +127,27 @@ def test_only_run_defining_settings_count_as_differences(tmp_path, monkeypatch):
     ]
 
 
+def test_the_backend_is_free_and_a_run_recorded_with_the_keys_it_replaced_still_resumes(tmp_path):
+    """Every backend computes the same transform; an older ssaf recorded attn.kernel and attn.compiled."""
+    from omegaconf import OmegaConf
+
+    from ssaf.resume import differences, recorded_config
+
+    ours = OmegaConf.to_container(cfg(*MICRO, "attn.backend=torch"), resolve=True)
+    assert isinstance(ours, dict)
+    older = OmegaConf.to_container(cfg(*MICRO), resolve=True)
+    assert isinstance(older, dict)
+    older["attn"] = {k: v for k, v in older["attn"].items() if k != "backend"} | {"kernel": "triton", "compiled": False}
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(older))
+    recorded = recorded_config(tmp_path)
+    assert recorded["attn"]["kernel"] == "triton" and recorded["attn"]["backend"] == "auto"
+    assert differences({str(k): v for k, v in ours.items()}, recorded) == []
+    assert differences({str(k): v for k, v in ours.items()} | {"seed": 3}, recorded) == [
+        "seed: this command 3, the run 42"
+    ]
+
+
 def test_a_completed_run_is_refused_too_when_the_command_differs(tmp_path):
     run(cfg(*MICRO, "seed=7"), tmp_path / "run")
     record = (tmp_path / "run" / "metrics.json").read_bytes()

@@ -88,7 +88,9 @@ def test_defaults_are_the_documented_ones(tmp_path):
         ("data.source=web", r"data.source must be one of auto, local, hub, sample, got 'web'"),
         ("trainer.precision=fp8", r"trainer.precision must be one of auto, fp32, fp16, bf16"),
         ("trainer.precision=fp16", r"trainer.precision=fp16 needs a CUDA device; use trainer.precision=fp32"),
-        ("attn=entmax15 attn.compiled=true", r"attn.compiled=true is available for sparsemax, sparse, learned_lam"),
+        ("attn=entmax15 attn.backend=compiled", r"attn.backend=compiled serves sparsemax, sparse, learned_lam, not"),
+        ("attn=softmax attn.backend=triton", r"attn.backend=triton serves .* not 'softmax'.*use attn.backend=auto"),
+        ("attn.backend=fast", r"attn.backend must be one of auto, torch, compiled, triton, got 'fast'"),
         ("trainer.batch_size=0", r"trainer.batch_size must be >= 1"),
         ("trainer.max_train_samples=0", r"trainer.max_train_samples must be >= 1 or null"),
         ("trainer.warmup_ratio=2", r"trainer.warmup_ratio must be in \[0, 1\)"),
@@ -186,20 +188,26 @@ def test_the_record_says_which_attention_path_served_how_many_calls(attn, fast, 
     heads = "model.config_overrides.num_attention_heads=2"  # head dim 16: the kernel serves it (not 8)
     summary = run(cfg(f"attn={attn}", *MICRO, heads), tmp_path)
     m = read(tmp_path)
-    assert m["schema"] == 2 and m["attn"]["kernel"] == "auto"
+    assert m["schema"] == 3 and m["attn"]["backend"] == "auto" and "kernel" not in m["attn"]
     calls, fallbacks = m["routes"]["calls"], m["routes"]["fallbacks"]
     assert calls[fast] == 2 * 2, "2 training steps x 2 layers"
     stats = "attention statistics are recorded (they read the probabilities)"
     assert calls["torch"] == fallbacks[stats] > 0 and sorted(calls) == sorted([fast, "torch"])
     assert sum(fallbacks.values()) == calls["torch"], "every call off the fast path has its reason"
     label = {"fused": "fused kernel", "sdpa": "sdpa"}[fast]
-    line = f"attention (kernel=auto): {label} 4 calls, torch path {calls['torch']} calls ({stats}: {calls['torch']})"
+    line = f"attention (backend=auto): {label} 4 calls, torch path {calls['torch']} calls ({stats}: {calls['torch']})"
     assert line in capsys.readouterr().out
     assert summary.routes is not None and summary.routes.calls == calls
-    # a metrics.json of schema 1 (before the record) still reads back, without it
-    old = {k: v for k, v in m.items() if k != "routes"} | {"schema": 1}
+    # a metrics.json of schema 1 (before the record) still reads back, without it; its attn.compiled and
+    # attn.kernel (schemas 1 and 2) read as the backend they asked for
+    older = {"compiled": True, "kernel": "torch"}
+    attn = {k: v for k, v in m["attn"].items() if k != "backend"} | older
+    old = {k: v for k, v in m.items() if k != "routes"} | {"schema": 1, "attn": attn}
     (tmp_path / "metrics.json").write_text(json.dumps(old))
     assert read_summary(tmp_path).routes is None and load_run(tmp_path).status == "completed"
+    assert read_summary(tmp_path).attn.backend == "compiled"
+    (tmp_path / "metrics.json").write_text(json.dumps(m | {"schema": 2, "attn": attn | {"compiled": False}}))
+    assert read_summary(tmp_path).attn.backend == "torch" and read_summary(tmp_path).routes == summary.routes
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import types
+
 import pytest
 import torch
 from transformers import (
@@ -19,6 +22,7 @@ from transformers import (
 )
 
 import ssaf
+from ssaf import registry
 from ssaf.attention import AttentionSpec, learned_values, record_attention_stats, ssaf_config
 
 ssaf.register()  # the attention and the model classes, as train.py and the CLIs do
@@ -229,7 +233,7 @@ def _logits_and_grads(spec: AttentionSpec, dtype: torch.dtype):
 def test_compiled_kernels_give_the_same_model_outputs_and_gradients(name, near_reference):
     """The eager (whole-row folds) and compiled fp32 paths, each against the same model in float64."""
     eager_spec = SPECS[name]
-    compiled_spec = AttentionSpec(eager_spec.transform, lam=eager_spec.lam, compiled=True)
+    compiled_spec = AttentionSpec(eager_spec.transform, lam=eager_spec.lam, backend="compiled")
     ref_logits, ref_grads = _logits_and_grads(eager_spec, torch.float64)
     eager_logits, eager_grads = _logits_and_grads(eager_spec, torch.float32)
     compiled_logits, compiled_grads = _logits_and_grads(compiled_spec, torch.float32)
@@ -248,12 +252,87 @@ def test_unknown_transform_is_rejected_with_the_valid_names():
         (dict(transform="sparse", lam=1.0), r"lam must be finite and < 1"),
         (dict(transform="entmax", alpha=1.0), r"alpha must be finite and > 1.*softmax"),
         (dict(transform="learned_alpha", alpha=2.0), r"learned_alpha starts from alpha in"),
-        (dict(transform="entmax15", compiled=True), r"compiled=true is available for sparsemax, sparse, learned_lam"),
+        (
+            dict(transform="entmax15", backend="compiled"),
+            r"attn.backend=compiled serves sparsemax, sparse, learned_lam, not 'entmax15' "
+            r"\(it runs on torch, triton\); use attn.backend=auto \(its fastest path\) or attn.backend=torch "
+            r"or attn.backend=triton",
+        ),
+        (
+            dict(transform="softmax", backend="triton"),
+            r"attn.backend=triton serves sparsemax, .*, not 'softmax' \(it runs on torch, sdpa\); "
+            r"use attn.backend=auto \(its fastest path\) or attn.backend=torch$",
+        ),
+        (dict(backend="fused"), r"attn.backend must be one of auto, torch, compiled, triton, got 'fused'"),
     ],
 )
 def test_bad_parameters_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AttentionSpec(**kwargs)
+
+
+@pytest.mark.parametrize("backend", registry.BACKENDS)
+@pytest.mark.parametrize("transform", list(registry.TRANSFORMS))
+def test_a_backend_is_accepted_exactly_where_the_transforms_record_lists_it(transform, backend):
+    record = registry.TRANSFORMS[transform]
+    if backend == "auto" or backend in record.backends:
+        assert AttentionSpec(transform, backend=backend).backend == backend
+    else:
+        with pytest.raises(ValueError, match=rf"attn.backend={backend} serves .*not '{transform}'"):
+            AttentionSpec(transform, backend=backend)
+
+
+def test_every_record_has_the_torch_path_and_names_only_known_paths():
+    """Only the eager path returns the probabilities (statistics, output_attentions): every transform has it."""
+    assert all("torch" in t.backends and set(t.backends) <= set(registry.PATHS) for t in registry.TRANSFORMS.values())
+    assert set(registry.BACKENDS) - {"auto"} <= set(registry.PATHS)
+    for backends in [("compiled",), ("torch", "fused")]:
+        with pytest.raises(ValueError, match=r"backends .* must include 'torch' and name only torch, compiled"):
+            registry.Transform("throwaway", "a test record", "sparsemax", backends=backends)
+
+
+@pytest.mark.parametrize(
+    "backend,kernel,compiled",
+    [("auto", "auto", False), ("torch", "torch", False), ("compiled", "torch", True), ("triton", "triton", False)],
+)
+def test_the_compatibility_properties_say_what_the_backend_asked_for(backend, kernel, compiled):
+    """ssaf.attention reads spec.kernel and spec.compiled until it reads spec.backend."""
+    spec = AttentionSpec("sparse", backend=backend)
+    assert (spec.kernel, spec.compiled) == (kernel, compiled)
+    assert registry.backend_of(spec.compiled, spec.kernel) == backend, "the two map back to the backend"
+
+
+OLDER_SPECS = [  # an older ssaf's config.ssaf_attention (compiled and kernel), and the backend it asked for
+    (dict(compiled=False, kernel="auto"), "auto"),
+    (dict(compiled=False, kernel="torch"), "torch"),
+    (dict(compiled=False, kernel="triton"), "triton"),
+    (dict(compiled=True, kernel="torch"), "compiled"),
+    (dict(compiled=True, kernel="auto"), "compiled"),
+    (dict(compiled=True, kernel="triton"), "triton"),
+    (dict(compiled=True), "compiled"),
+]
+
+
+@pytest.mark.parametrize("older,backend", OLDER_SPECS)
+def test_a_spec_saved_by_an_older_ssaf_loads_as_the_backend_it_asked_for(older, backend):
+    saved = {"transform": "sparse", "lam": -2.0, "alpha": 1.5, **older}
+    config = types.SimpleNamespace(ssaf_attention=saved)
+    assert AttentionSpec.from_config(config) == AttentionSpec("sparse", lam=-2.0, backend=backend)
+    assert AttentionSpec(**saved).to_dict() == {"transform": "sparse", "lam": -2.0, "alpha": 1.5, "backend": backend}
+    with pytest.raises(TypeError, match=r"backend, or the compiled and kernel it replaced, not both"):
+        AttentionSpec(**saved, backend="auto")
+
+
+def test_a_model_saved_by_an_older_ssaf_loads_with_the_backend_it_asked_for(tmp_path):
+    model = tiny_model("bert", AttentionSpec("sparse", lam=-1.0))
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    config["ssaf_attention"] = {"transform": "sparse", "lam": -1.0, "alpha": 1.5, "compiled": True, "kernel": "auto"}
+    path.write_text(json.dumps(config))
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert AttentionSpec.from_config(loaded.config) == AttentionSpec("sparse", lam=-1.0, backend="compiled")
+    assert loaded.config.ssaf_attention["backend"] == "compiled" and "kernel" not in loaded.config.ssaf_attention
 
 
 def test_unsupported_model_type_is_rejected_naming_the_families():
@@ -435,7 +514,7 @@ def test_softmax_runs_on_sdpa_with_the_eager_paths_outputs_and_gradients(mask_ki
     monkeypatch.setattr(
         torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or sdpa(*a, **kw)
     )
-    eager_spec = AttentionSpec("softmax", kernel="torch")  # the materialising path, on purpose
+    eager_spec = AttentionSpec("softmax", backend="torch")  # the materialising path, on purpose
     reference, _, _ = _attention_call(eager_spec, mask_kind, torch.float64)
     eager, eager_probs, _ = _attention_call(eager_spec, mask_kind)
     assert not calls and eager_probs is not None
@@ -479,7 +558,7 @@ def test_softmax_takes_the_eager_path_where_the_probabilities_are_needed():
 @pytest.mark.parametrize("mask_kind", ["bool", "float"])
 def test_softmax_on_sdpa_on_cuda_gives_zeros_for_rows_with_nothing_to_attend(mask_kind, dtype):
     """CUDA's sdpa backends (flash, memory-efficient) are where a fully masked row comes back NaN."""
-    reference, _, _ = _attention_call(AttentionSpec("softmax", kernel="torch"), mask_kind, torch.float64, "cuda")
+    reference, _, _ = _attention_call(AttentionSpec("softmax", backend="torch"), mask_kind, torch.float64, "cuda")
     got, probs, routes = _attention_call(AttentionSpec("softmax"), mask_kind, dtype, "cuda")
     assert probs is None and routes.calls == {"sdpa": 1}
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
@@ -495,7 +574,7 @@ def test_an_additive_float_mask_is_the_boolean_mask(name):
     from ssaf.attention import ssaf_attention_forward
 
     # softmax on its materialising path (on sdpa it returns no probabilities; its masks are tested above)
-    spec = AttentionSpec("softmax", kernel="torch") if name == "softmax" else SPECS[name]
+    spec = AttentionSpec("softmax", backend="torch") if name == "softmax" else SPECS[name]
     model = tiny_model("bert", spec)
     module = next(m for m in model.modules() if getattr(m, "_ssaf_probabilities", None) is not None)
     g = torch.Generator().manual_seed(0)

@@ -162,10 +162,10 @@ def _bert(spec):
 def test_a_model_on_the_fused_kernel_gives_the_torch_paths_logits_and_gradients(transform, extra, near_reference):
     from ssaf.attention import AttentionSpec, record_attention_stats
 
-    fused = _bert(AttentionSpec(transform, kernel="triton", **extra))
-    plain = _bert(AttentionSpec(transform, kernel="torch", **extra))
+    fused = _bert(AttentionSpec(transform, backend="triton", **extra))
+    plain = _bert(AttentionSpec(transform, backend="torch", **extra))
     plain.load_state_dict(fused.state_dict())
-    reference = _bert(AttentionSpec(transform, kernel="torch", **extra)).double()
+    reference = _bert(AttentionSpec(transform, backend="torch", **extra)).double()
     reference.load_state_dict(fused.state_dict())
     ids = torch.randint(5, 99, (2, 20), generator=torch.Generator().manual_seed(0))
     mask = torch.ones(2, 20, dtype=torch.long)
