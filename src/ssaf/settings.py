@@ -152,15 +152,6 @@ class AttentionSpec:
                 f"{', '.join(t.backends)}); use attn.backend=auto (its fastest path) or {own}"
             )
 
-    # read by ssaf.attention until it reads backend (the coordinator removes these)
-    @property
-    def compiled(self) -> bool:
-        return self.backend == "compiled"
-
-    @property
-    def kernel(self) -> str:
-        return self.backend if self.backend in ("auto", "triton") else "torch"
-
     @property
     def record(self) -> registry.Transform:
         return registry.TRANSFORMS[self.transform]

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from ssaf import registry
-from ssaf.config import ConfigError, settings
+from ssaf.config import ConfigError, to_settings
 from ssaf.settings import AttentionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_a_run_trains_and_records_it(new_transform, tmp_path):
         "trainer.eval_every=2", "trainer.max_train_samples=32", "trainer.max_eval_samples=16", "trainer.batch_size=8",
     ]  # fmt: skip
     c = cfg("attn=sparse", f"attn.transform={new_transform}", "attn.lam=-1.0", *micro)
-    assert settings(c, tmp_path).attn.record is NEW
+    assert to_settings(c, tmp_path).attn.record is NEW
     summary = run(c, tmp_path)
     assert summary.status == "completed" and summary.train.steps == 2
     assert (summary.attn.transform, summary.attn.param, summary.attn.value) == (new_transform, "lam", -1.0)
@@ -97,4 +97,4 @@ def test_a_run_trains_and_records_it(new_transform, tmp_path):
 
 def test_an_out_of_range_parameter_fails_the_run_before_anything_loads(new_transform, tmp_path):
     with pytest.raises(ConfigError, match=r"attn.lam must be finite and < 1, got 1.5"):
-        settings(cfg("attn=sparse", f"attn.transform={new_transform}", "attn.lam=1.5"), tmp_path)
+        to_settings(cfg("attn=sparse", f"attn.transform={new_transform}", "attn.lam=1.5"), tmp_path)

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ssaf.config import ConfigError, to_settings
+from ssaf.settings import AttentionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -99,7 +100,7 @@ def test_a_retired_key_on_the_command_line_is_refused_naming_what_replaced_it(ov
     key = override.split("=")[0]
     said = rf"{override}: {key} was replaced by attn.backend \(auto\|torch\|compiled\|triton\); use {use}$"
     with pytest.raises(ConfigError, match=said):
-        settings(cfg(override), tmp_path)
+        to_settings(cfg(override), tmp_path)
 
 
 @pytest.mark.parametrize("override,use", RETIRED)
@@ -109,13 +110,13 @@ def test_a_retired_key_in_a_preset_is_refused_naming_what_replaced_it(override, 
     (tmp_path / "experiment" / "older.yaml").write_text(f"# @package _global_\nattn:\n  {key[5:]}: {value}\n")
     composed = cfg(f"hydra.searchpath=[file://{tmp_path}]", "experiment=older")
     with pytest.raises(ConfigError, match=rf"{override}: {key} was replaced by attn.backend .*; use {use}$"):
-        settings(composed, tmp_path)
+        to_settings(composed, tmp_path)
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch", "compiled", "triton"])
 def test_each_backend_composes_and_a_run_unsets_the_retired_keys(backend, tmp_path):
-    s = settings(cfg("attn=sparse", f"attn.backend={backend}"), tmp_path)
-    assert s.attn.spec.backend == backend and s.attn.spec.to_dict()["backend"] == backend
+    s = to_settings(cfg("attn=sparse", f"attn.backend={backend}"), tmp_path)
+    assert s.attn.backend == backend and AttentionSpec.to_dict(s.attn)["backend"] == backend
     assert (s.attn.compiled, s.attn.kernel) == (None, None), "the schema holds them only to refuse them"
 
 

@@ -292,14 +292,27 @@ def test_every_record_has_the_torch_path_and_names_only_known_paths():
 
 
 @pytest.mark.parametrize(
-    "backend,kernel,compiled",
-    [("auto", "auto", False), ("torch", "torch", False), ("compiled", "torch", True), ("triton", "triton", False)],
+    "transform,backend,path",
+    [
+        ("softmax", "auto", "sdpa"),
+        ("softmax", "torch", "torch"),
+        ("sparse", "auto", "torch"),  # on CPU the fused kernel does not serve (the interpreter is off here)
+        ("sparse", "torch", "torch"),
+        ("sparse", "compiled", "compiled"),
+    ],
 )
-def test_the_compatibility_properties_say_what_the_backend_asked_for(backend, kernel, compiled):
-    """ssaf.attention reads spec.kernel and spec.compiled until it reads spec.backend."""
-    spec = AttentionSpec("sparse", backend=backend)
-    assert (spec.kernel, spec.compiled) == (kernel, compiled)
-    assert registry.backend_of(spec.compiled, spec.kernel) == backend, "the two map back to the backend"
+def test_each_backend_routes_the_calls_to_its_path(transform, backend, path, monkeypatch):
+    """attn.backend is the one setting that picks the path: what the model's record then says ran."""
+    from ssaf.attention import attention_routes
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    model = tiny_model("bert", AttentionSpec(transform, lam=-1.0, backend=backend))
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    routes = attention_routes(model)
+    assert routes.calls == {path: 2}, routes  # one call per layer
+    assert bool(routes.fallbacks) == (backend == "auto" and path == "torch"), "auto says why it was not faster"
 
 
 OLDER_SPECS = [  # an older ssaf's config.ssaf_attention (compiled and kernel), and the backend it asked for

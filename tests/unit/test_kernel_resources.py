@@ -144,9 +144,9 @@ def test_the_launcher_asks_the_plan_for_each_kernel_and_launches_what_it_says(mo
         made = getattr(K, name)
         monkeypatch.setattr(K, name, lambda *a, _made=made, **kw: launched.append(_made(*a, **kw)) or launched[-1])
     q, k, v = (torch.randn(1, 2, 40, 32, requires_grad=True) for _ in range(3))
-    out = K.sparse_attention(q, k, v, "sparsemax", kernel="triton")
+    out = K.sparse_attention(q, k, v, "sparsemax", backend="triton")
     out.sum().backward()
-    expected = K.sparse_attention(q.double(), k.double(), v.double(), "sparsemax", kernel="torch")
+    expected = K.sparse_attention(q.double(), k.double(), v.double(), "sparsemax", backend="torch")
     torch.testing.assert_close(out.detach().double(), expected.detach(), atol=1e-5, rtol=1e-5)
     assert all(a[1:] == (64, 32, torch.float32, None) for a in asked) and {a[0] for a in asked} == set(P.KERNELS)
     assert len(launched) == 3
@@ -167,8 +167,8 @@ def test_a_shape_the_plan_declines_goes_to_the_torch_path_with_the_reason(monkey
     q, k, v = (torch.randn(1, 2, 40, 32) for _ in range(3))
     assert "_bwd_keys: no room at 40 keys" in (K.unsupported(q, k, "sparsemax") or "")
     with pytest.warns(RuntimeWarning, match="no room at 40 keys"):
-        got = K.sparse_attention(q, k, v, "sparsemax", kernel="triton")
-    assert torch.equal(got, K.sparse_attention(q, k, v, "sparsemax", kernel="torch")), "the torch path itself"
+        got = K.sparse_attention(q, k, v, "sparsemax", backend="triton")
+    assert torch.equal(got, K.sparse_attention(q, k, v, "sparsemax", backend="torch")), "the torch path itself"
 
 
 @pytest.mark.parametrize("arch", sorted(R.ARCHS))
@@ -202,9 +202,9 @@ def test_head_dim_slices_and_key_blocks_give_the_float64_result(transform, param
     kpm[0, 33:] = False
     assert P.launch_plan("_fwd", 64, 64, torch.float32, None).block_d == 32
 
-    def run(dtype, kernel):
+    def run(dtype, backend):
         leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
-        out = K.sparse_attention(*leaves, transform, key_padding_mask=kpm, kernel=kernel, **params)
+        out = K.sparse_attention(*leaves, transform, key_padding_mask=kpm, backend=backend, **params)
         out.backward(do.to(dtype))
         return [out.detach(), *(t.grad for t in leaves)]
 

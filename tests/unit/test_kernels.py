@@ -39,11 +39,11 @@ def inputs(b, h, lq, lk, d, pad, seed=0):
     return q, k, v, kpm
 
 
-def run(transform, params, q, k, v, kpm, dtype, kernel, dropout_p=0.0, grad=None):
+def run(transform, params, q, k, v, kpm, dtype, backend, dropout_p=0.0, grad=None):
     """(out, dq, dk, dv, d params...) of one call."""
     leaves = [t.to(dtype).detach().requires_grad_() for t in (q, k, v)]
     kw = {n: torch.tensor(x, dtype=dtype, requires_grad=True) if isinstance(x, list) else x for n, x in params.items()}
-    out = K.sparse_attention(*leaves, transform, key_padding_mask=kpm, kernel=kernel, dropout_p=dropout_p, **kw)
+    out = K.sparse_attention(*leaves, transform, key_padding_mask=kpm, backend=backend, dropout_p=dropout_p, **kw)
     out.backward(torch.ones_like(out) if grad is None else grad.to(dtype))
     grads = [t.grad for t in leaves] + [t.grad for t in kw.values() if isinstance(t, torch.Tensor)]
     return [out.detach(), *grads]
@@ -257,17 +257,17 @@ def test_a_kernel_that_fails_to_compile_degrades_auto_to_the_torch_path_with_one
     monkeypatch.setattr(K._SparseAttention, "apply", lambda *a: launches.append(a) or _out_of_shared_memory())
     said = r"the fused sparsemax kernel on cpu \(Triton's interpreter\), q \(2, 2, 24, 16\), 24 keys, float32: "
     said += r"(the self-check )?failed with OutOfResources: out of resource: shared memory"
-    with pytest.raises(K.KernelError, match=said + r".*attn.kernel=auto falls back"):
-        K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="triton")
+    with pytest.raises(K.KernelError, match=said + r".*attn.backend=auto falls back"):
+        K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, backend="triton")
     assert not K._declined, "triton raises; it declines nothing"
     with pytest.warns(RuntimeWarning, match=said + r".*the torch path runs on this device from now on"):
-        out, route = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="auto")
+        out, route = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, backend="auto")
     assert route.path == "torch" and route.reason.startswith("the fused kernel is declined on cpu")
-    torch.testing.assert_close(out, K.sparse_attention(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="torch"))
+    torch.testing.assert_close(out, K.sparse_attention(q, k, v, "sparsemax", key_padding_mask=kpm, backend="torch"))
     tried = len(launches)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per device
-        again, route2 = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="auto")
+        again, route2 = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, backend="auto")
     assert route2 == route and len(launches) == tried, "declined: the kernel is not tried again on the device"
     assert K.unsupported(q, k, "entmax15") == route.reason, "declined for every transform on the device"
     assert torch.equal(again, out)
@@ -285,7 +285,7 @@ def test_a_backward_that_fails_to_compile_is_found_before_the_forward_and_auto_d
     q.requires_grad_(True)
     said = r"q \(2, 2, 24, 16\), 24 keys, float32: failed with OutOfResources: out of resource: shared memory"
     with pytest.raises(K.KernelError, match=said):
-        K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, kernel="triton")
+        K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, backend="triton")
     with pytest.warns(RuntimeWarning, match=said + r".*the torch path runs on this device from now on"):
         out, route = K.dispatch(q, k, v, "sparsemax", key_padding_mask=kpm, dropout_p=0.1)
     assert route.path == "torch" and "declined" in route.reason and len(compiles) == 2
@@ -311,11 +311,11 @@ def test_a_kernel_that_computes_a_wrong_result_fails_the_self_check_and_auto_dec
     q, k, v, kpm = (t.float() if t.is_floating_point() else t for t in inputs(2, 2, 24, 24, 16, "pad"))
     said = rf"q \(2, 2, 24, 16\), 24 keys, float32: the self-check's {wrong} is .* from the float64 torch path"
     with pytest.raises(K.KernelError, match=said):
-        K.dispatch(q, k, v, transform, key_padding_mask=kpm, kernel="triton")
+        K.dispatch(q, k, v, transform, key_padding_mask=kpm, backend="triton")
     with pytest.warns(RuntimeWarning, match=said):
         out, route = K.dispatch(q, k, v, transform, key_padding_mask=kpm)
     assert route.path == "torch" and "declined" in route.reason
-    torch.testing.assert_close(out, K.sparse_attention(q, k, v, transform, key_padding_mask=kpm, kernel="torch"))
+    torch.testing.assert_close(out, K.sparse_attention(q, k, v, transform, key_padding_mask=kpm, backend="torch"))
     assert ("cpu", transform, torch.float32) not in K._checked
 
 

@@ -37,16 +37,16 @@ class Probabilities:
     param_name: str | None = None  # lam | alpha
     param: float | None = None  # a fixed lam / alpha
     learned: nn.Module | None = None  # the module's learned parameter (the registry's learned class)
-    compiled: bool = False
-    kernel: str = "auto"  # auto | triton | torch (see ssaf.kernels)
+    backend: str = "auto"  # attn.backend: auto | torch | compiled | triton (see route)
     fused: bool = False  # the registry names a fused kernel for the transform
+    sdpa: bool = False  # the registry lists torch's sdpa as a path of the transform (softmax)
 
     def value(self) -> Tensor | float | None:
         """lam / alpha: the fixed value, or the learned one per head, (H, 1, 1)."""
         return self.learned() if self.learned is not None else self.param
 
     def __call__(self, scores: Tensor, mask: Tensor | None) -> Tensor:
-        extra: dict[str, Any] = {"compiled": True} if self.compiled else {}
+        extra: dict[str, Any] = {"compiled": True} if self.backend == "compiled" else {}
         if self.learned is not None:
             # Valid by construction (the parameterisation keeps it in range): no range check, which would
             # make the host wait for the device on every layer of every step.
@@ -63,9 +63,9 @@ def resolve(spec: AttentionSpec, module: nn.Module) -> Probabilities:
         "fn": getattr(T, t.function),
         "function": t.function,
         "param_name": t.param,
-        "compiled": spec.compiled,
-        "kernel": spec.kernel,
+        "backend": spec.backend,
         "fused": t.kernel is not None,
+        "sdpa": "sdpa" in t.backends,
     }
     if t.learned:
         return Probabilities(**common, learned=getattr(module, t.learned_attribute))  # type: ignore[arg-type]
@@ -102,19 +102,20 @@ def route(
     why not a faster one (None where the call takes the fastest path its spec asks for).
 
     The fast paths, fused kernel (sparse transforms) and sdpa (softmax), never materialise the probabilities,
-    so they serve a call when nothing needs them (attention statistics, ``output_attentions``) and the spec
-    does not ask for the torch path (``kernel=torch``). The fused kernel also needs a plain padding mask (no
-    sliding window, not a decoder), and for ``auto`` inputs it serves (CUDA, <= 512 keys, head dims, not
-    declined on the device); sdpa takes the whole mask, so windows are served.
+    so they serve a call when nothing needs them (attention statistics, ``output_attentions``) and the backend
+    is ``auto`` or ``triton`` (``torch`` and ``compiled`` ask for the materialising path, eager or compiled).
+    The fused kernel also needs a plain padding mask (no sliding window, not a decoder), and for ``auto``
+    inputs it serves (CUDA, <= 512 keys, head dims, not declined on the device); sdpa takes the whole mask, so
+    windows are served.
     """
-    eager = "compiled" if probabilities.compiled else "torch"
-    if probabilities.kernel == "torch":
+    eager = "compiled" if probabilities.backend == "compiled" else "torch"
+    if probabilities.backend in ("torch", "compiled"):
         return eager, None
     if getattr(module, "_ssaf_recorder", None) is not None:
         return eager, "attention statistics are recorded (they read the probabilities)"
     if attentions_requested():
         return eager, "output_attentions (returns the probabilities)"
-    if probabilities.function == "softmax":
+    if probabilities.sdpa:
         return "sdpa", None
     if not probabilities.fused:
         return eager, f"no fused kernel for {probabilities.function}"
@@ -122,7 +123,7 @@ def route(
         return eager, "a sliding-window layer (the fused kernel takes a key padding mask)"
     if getattr(getattr(module, "config", None), "is_decoder", False):
         return eager, "a decoder layer (the fused kernel takes a key padding mask)"
-    if probabilities.kernel == "triton":
+    if probabilities.backend == "triton":
         return "fused", None  # ssaf.kernels warns once and falls back where it cannot serve the inputs
     from ssaf import kernels
 
@@ -234,7 +235,7 @@ def ssaf_attention_forward(
         param = {probabilities.param_name: probabilities.value()} if probabilities.param_name else {}
         out, served = kernels.dispatch(
             query, key, value, probabilities.function, key_padding_mask=key_padding(mask), scale=scaling,
-            dropout_p=dropout if module.training else 0.0, kernel=probabilities.kernel, **param,
+            dropout_p=dropout if module.training else 0.0, backend=probabilities.backend, **param,
         )  # fmt: skip
         _count(module, served.path, served.reason)
         return out.transpose(1, 2).contiguous(), None

@@ -12,9 +12,9 @@ Fail-safe on a real device: the first fused call of each transform and dtype on 
 ``self_check`` (the kernel against the float64 torch path, forward and backward, with a padded and a fully
 masked row), and each new specialisation's backward kernels are compiled before its forward runs
 (``compile_backward``: a backward that failed to compile inside autograd would end the step). If that check,
-or compiling or launching the kernel, fails, ``kernel="auto"`` warns once
+or compiling or launching the kernel, fails, ``backend="auto"`` warns once
 (device, capability, shape, the error) and declines the kernel on that device for the rest of the
-process, and the torch path serves the call; ``kernel="triton"`` raises ``KernelError`` with the same
+process, and the torch path serves the call; ``backend="triton"`` raises ``KernelError`` with the same
 message. ``dispatch`` returns which path served a call, for the run's record.
 
 Transforms, named as in ``ssaf.transforms``: the functions whose ``ssaf.registry`` records name a kernel
@@ -38,6 +38,7 @@ from ssaf.kernels import plan
 from ssaf.transforms._common import warn_once
 
 TRANSFORMS = registry.kernel_functions()  # the maths functions with a fused kernel
+BACKENDS = ("auto", "triton", "torch")  # the attn.backend values that reach this module (see dispatch)
 MAX_KEYS = 512  # a block of queries holds its whole key row on chip
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -58,13 +59,13 @@ _backward_ready: set[tuple[str, str, torch.dtype, int, int, bool, bool]] = set()
 
 
 class KernelError(RuntimeError):
-    """The fused kernel failed or disagreed with the torch path on this device (``kernel="triton"``)."""
+    """The fused kernel failed or disagreed with the torch path on this device (``backend="triton"``)."""
 
 
 @dataclass(frozen=True)
 class Route:
     """Which path served one call: ``fused`` or ``torch``, and why the torch path where the fused kernel was
-    asked for (``reason``; None when it served, or when ``kernel="torch"`` asked for the torch path)."""
+    asked for (``reason``; None when it served, or when ``backend="torch"`` asked for the torch path)."""
 
     path: str
     reason: str | None = None
@@ -125,7 +126,7 @@ def dispatch(
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
-    kernel: str = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Route]:
     """:func:`sparse_attention`, also returning the :class:`Route` that served the call."""
     if registry.kernel(transform) is None:
@@ -153,13 +154,13 @@ def dispatch(
         param = _per_head(alpha, "alpha", 1.5, h, q)
     else:
         param = torch.ones(h, dtype=torch.float32, device=q.device)
-    if kernel not in ("auto", "triton", "torch"):
-        raise ValueError(f"kernel must be auto, triton or torch, got {kernel!r}")
-    if kernel == "torch":
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
         return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p), Route("torch")
     why = unsupported(q, k, transform)
     if why is not None:
-        if kernel == "triton":
+        if backend == "triton":
             warn_once(f"kernels: {why}", f"ssaf.kernels: the fused kernel does not serve {why}; the torch path runs")
         return reference(q, k, v, transform, param, key_padding_mask, scale, dropout_p), Route("torch", why)
     failure, cause = None, None
@@ -178,10 +179,10 @@ def dispatch(
             raise  # the torch path needs more memory, not a broken kernel: the caller's to handle
         except Exception as e:  # a compile error, resources the card lacks, a launch failure: any of Triton's
             failure, cause = f"{_shape(q, k)}: failed with {_error(e)}", e
-    if kernel == "triton":
+    if backend == "triton":
         message = f"ssaf.kernels: the fused {transform} kernel on {_where(q.device)}, {failure}"
         raise KernelError(
-            f"{message}; attn.kernel=auto falls back to the torch path there, attn.kernel=torch always uses it"
+            f"{message}; attn.backend=auto falls back to the torch path there, attn.backend=torch always uses it"
         ) from cause
     return _decline(q, k, v, transform, param, key_padding_mask, scale, dropout_p, failure), Route(
         "torch", _declined[str(q.device)]
@@ -199,7 +200,7 @@ def sparse_attention(
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
-    kernel: str = "auto",
+    backend: str = "auto",
 ) -> Tensor:
     """Attention with a sparse transform of the scores: ``transform(q k^T * scale) v``, (B, H, Lq, D) out.
 
@@ -212,15 +213,16 @@ def sparse_attention(
         scale: the score scale (default 1 / sqrt(D)).
         dropout_p: attention dropout on the probabilities (training); the same distribution as
             ``torch.nn.functional.dropout`` on them, different random numbers.
-        kernel: ``auto`` (fused where it serves the inputs, else torch; on a device where the kernel
-            fails or disagrees with the torch path, a warning and torch), ``triton`` (fused, else a
-            warning and torch; ``KernelError`` where it fails or disagrees), ``torch``.
+        backend: as ``attn.backend``, of the paths this function has: ``auto`` (fused where it serves the
+            inputs, else torch; on a device where the kernel fails or disagrees with the torch path, a
+            warning and torch), ``triton`` (fused, else a warning and torch; ``KernelError`` where it fails
+            or disagrees), ``torch``.
 
     A fully masked row gives zeros; a row with a NaN or +inf score gives NaN (as ``ssaf.transforms``).
     """
     return dispatch(
         q, k, v, transform, lam=lam, alpha=alpha, key_padding_mask=key_padding_mask, scale=scale,
-        dropout_p=dropout_p, kernel=kernel,
+        dropout_p=dropout_p, backend=backend,
     )[0]  # fmt: skip
 
 
