@@ -4,8 +4,10 @@ the dashboards against what a run really logs)."""
 
 from __future__ import annotations
 
+from ssaf import registry
+
 STATS = ("zero_fraction", "support", "entropy")  # AttentionStats.summary(), in the order update() stacks them
-LEARNED = ("lam", "alpha")  # ssaf.attention.learned_values()
+LEARNED = tuple(registry.PARAMS)  # the parameters a transform may learn (ssaf.attention.learned_values())
 HEATMAP = "attention_heatmap"  # the image of a fixed example's attention, at each evaluation
 TRAIN = ("loss", "learning_rate", "grad_norm")  # transformers' Trainer logs, every trainer.report_every steps
 

@@ -21,8 +21,8 @@ present: fp16 compiles to the same registers as bf16, and fp32 (exact ``ieee`` d
 script, not tuned. A shape the plan declines carries its reason in ``Launch.declined``, and
 ``ssaf.kernels.unsupported`` hands it to the torch path: GPUs before sm_80 (a T4's sm_75 spilled 640-2,448
 bytes a thread at 128 keys, D 64, the shape tried; the plan is measured for sm_80 and sm_90, where every
-supported bf16 and fp16 shape compiles without spilling with the mask and dropout on; with either off, 18
-of 1,152 bf16 rows spill 8-16 bytes, where ptxas stops at 72-168 registers: docs/BENCHMARKS.md).
+supported bf16 and fp16 shape compiles without spilling, with the mask and dropout on or off (``maxnreg``
+255: ptxas, left to choose, spilled 8-16 bytes on 18 of those rows: docs/BENCHMARKS.md).
 
 Under Triton's interpreter (no GPU: ``capability`` None) the backward's key blocks are the smallest (16),
 so the CPU tests, at 17-40 keys, cross block boundaries (head-dim slices: tests/unit/test_kernel_resources.py).
