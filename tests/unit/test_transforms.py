@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import math
-import types
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ssaf.transforms as T
+from ssaf.transforms.entmax import (
+    _DenseEntmax15Function,
+    _DenseEntmaxBisectFunction,
+    _Entmax15Function,
+    _EntmaxBisectFunction,
+)
+from ssaf.transforms.sparsemax import _DenseSparsemaxFunction, _FoldedSparsemaxFunction, _SparsemaxFunction
 
 entmax = pytest.importorskip("entmax", reason="the entmax package is the reference oracle (dev extra)")
 
@@ -36,6 +45,63 @@ REFERENCE = {
     "entmax_bisect(1.25)": lambda z: entmax.entmax_bisect(z, 1.25, -1, n_iter=200),
     "entmax_bisect(1.75)": lambda z: entmax.entmax_bisect(z, 1.75, -1, n_iter=200),
     "entmax_bisect(3.0)": lambda z: entmax.entmax_bisect(z, 3.0, -1, n_iter=200),
+}
+
+
+@dataclass(frozen=True)
+class Path:
+    """One CPU path of a transform: its autograd Function, called with ``kwargs`` by name.
+
+    The CPU has three paths for sparsemax / sparsegen-lin (whole rows from a folded bound, candidate lists,
+    and the accelerators' whole rows at fixed shapes) and two for entmax15 / entmax_bisect (candidates,
+    whole rows); all run on CPU, so the GPU's path is tested here without a GPU."""
+
+    name: str  # "<transform> <route>"
+    function: type[torch.autograd.Function]
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the forward's arguments after (z, mask)
+
+    @property
+    def transform(self) -> str:
+        return self.name.split(" ")[0]
+
+    def __call__(self, z: torch.Tensor, mask: torch.Tensor | None, **params: Any) -> torch.Tensor:
+        """``function.apply(z, mask, ...)``, ``params`` overriding ``kwargs``: apply takes its arguments only by
+        position, so they are bound to the forward's names here (a misspelt or missing one raises)."""
+        bound = inspect.signature(self.function.forward).bind(None, z, mask, **{**self.kwargs, **params})
+        return self.function.apply(*bound.args[1:])
+
+
+_BISECT = {"alpha": 1.3, "tol": 1e-6, "max_iter": 50, "normalize": True}
+PATHS = [
+    Path("sparsemax folded", _FoldedSparsemaxFunction, {"scale": 0.5}),
+    Path("sparsemax candidates", _SparsemaxFunction, {"scale": 0.5}),
+    Path("sparsemax whole rows", _DenseSparsemaxFunction, {"scale": 0.5, "compiled": False}),
+    Path("entmax15 candidates", _Entmax15Function),
+    Path("entmax15 whole rows", _DenseEntmax15Function),
+    Path("entmax_bisect candidates", _EntmaxBisectFunction, _BISECT),
+    Path("entmax_bisect whole rows", _DenseEntmaxBisectFunction, _BISECT),
+]
+# The whole-row sparsemax with its torch.compile'd kernels (compiles: only where a test asks for it).
+COMPILED = Path("sparsemax whole rows compiled", _DenseSparsemaxFunction, {"scale": 0.5, "compiled": True})
+
+
+def path(name: str) -> Path:
+    return next(p for p in [*PATHS, COMPILED] if p.name == name)
+
+
+def paths(transform: str) -> list[Path]:
+    """The paths of ``transform`` in PATHS (the compiled one apart)."""
+    return [p for p in PATHS if p.transform == transform]
+
+
+# Parameter settings by name: the transform and the keywords its paths are called with.
+SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sparsemax": ("sparsemax", {"scale": 1.0}),
+    "sparsegen_lin(-2)": ("sparsemax", {"scale": 1 / 3}),
+    "sparsegen_lin(0.5)": ("sparsemax", {"scale": 2.0}),
+    "entmax15": ("entmax15", {}),
+    "entmax_bisect(1.3)": ("entmax_bisect", {"alpha": 1.3, "tol": 1e-12, "max_iter": 200}),
+    "entmax_bisect(3.0)": ("entmax_bisect", {"alpha": 3.0, "tol": 1e-12, "max_iter": 200}),
 }
 
 
@@ -338,35 +404,13 @@ def test_learned_modules_reject_invalid_init(cls, init, match):
 # paths run on CPU here, so the GPU path is pinned to the tested one without a GPU.
 
 
-def _dense_sparsemax(compiled: bool):
-    ts = importlib.import_module("ssaf.transforms.sparsemax")
-    return types.SimpleNamespace(apply=lambda z, m, s: ts._DenseSparsemaxFunction.apply(z, m, s, compiled))
-
-
-def _paths(name):
-    te = importlib.import_module("ssaf.transforms.entmax")  # the package exports functions of these names
-    ts = importlib.import_module("ssaf.transforms.sparsemax")
-
-    return {
-        "sparsemax": (ts._SparsemaxFunction, _dense_sparsemax(False), (1.0,)),
-        "sparsegen_lin(-2)": (ts._SparsemaxFunction, _dense_sparsemax(False), (1 / 3,)),
-        "sparsegen_lin(0.5)": (ts._SparsemaxFunction, _dense_sparsemax(False), (2.0,)),
-        "entmax15": (te._Entmax15Function, te._DenseEntmax15Function, ()),
-        "entmax_bisect(1.3)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (1.3, 1e-12, 200, True)),
-        "entmax_bisect(3.0)": (te._EntmaxBisectFunction, te._DenseEntmaxBisectFunction, (3.0, 1e-12, 200, True)),
-    }[name]
-
-
-DENSE = ["sparsemax", "sparsegen_lin(-2)", "sparsegen_lin(0.5)", "entmax15", "entmax_bisect(1.3)", "entmax_bisect(3.0)"]
-
-
-@pytest.mark.parametrize("name", DENSE + [n + " compiled" for n in DENSE if n.startswith("sparse")])
+@pytest.mark.parametrize("name", [*SETTINGS, *(n + " compiled" for n in SETTINGS if n.startswith("sparse"))])
 def test_dense_path_equals_the_candidate_path(name):
     """Same output and gradient (float64) on ties, padding and a fully masked sequence; "compiled" runs
     the dense sparsemax with its torch.compile'd kernels."""
-    compiled = name.endswith(" compiled")
-    cand, dense, args = _paths(name.removesuffix(" compiled"))
-    dense = _dense_sparsemax(True) if compiled else dense
+    transform, params = SETTINGS[name.removesuffix(" compiled")]
+    cand = path(f"{transform} candidates")
+    dense = COMPILED if name.endswith(" compiled") else path(f"{transform} whole rows")
     z = attention_scores((3, 4, 17, 33), seed=5, dtype=torch.float64)
     z[0, 0, 0, :5] = 1.0  # ties
     z[1, 1, 2] = 0.25  # a flat row
@@ -375,7 +419,7 @@ def test_dense_path_equals_the_candidate_path(name):
     outs, grads = [], []
     for fn in (cand, dense):
         x = z.clone().requires_grad_(True)
-        out = fn.apply(x, mask, *args)
+        out = fn(x, mask, **params)
         out.backward(g)
         outs.append(out.detach())
         grads.append(x.grad)
@@ -386,27 +430,22 @@ def test_dense_path_equals_the_candidate_path(name):
 
 
 def test_dense_paths_gradcheck_with_per_head_parameters():
-    from ssaf.transforms.entmax import _DenseEntmaxBisectFunction
-    from ssaf.transforms.sparsemax import _DenseSparsemaxFunction
-
     z = attention_scores((2, 3, 4, 9), seed=7, dtype=torch.float64).requires_grad_(True)
     mask = key_mask(2, 9, seed=3)
     scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
-    sparsemax_fn = _DenseSparsemaxFunction.apply
-    for compiled in (False, True):
-        assert torch.autograd.gradcheck(lambda x, s, c=compiled: sparsemax_fn(x, mask, s, c), (z, scale))
+    for dense in (path("sparsemax whole rows"), COMPILED):
+        assert torch.autograd.gradcheck(lambda x, s, p=dense: p(x, mask, scale=s), (z, scale))
     alpha = torch.tensor([1.2, 1.5, 1.9], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda x, a: _DenseEntmaxBisectFunction.apply(x, mask, a, 1e-12, 200, True), (z, alpha)
-    )
+    bisect = path("entmax_bisect whole rows")
+    assert torch.autograd.gradcheck(lambda x, a: bisect(x, mask, alpha=a, tol=1e-12, max_iter=200), (z, alpha))
 
 
-@pytest.mark.parametrize("name", DENSE)
+@pytest.mark.parametrize("name", SETTINGS)
 def test_dense_path_keeps_half_precision_and_large_values(name):
-    _, dense, args = _paths(name)
-    args = tuple(1e-6 if a == 1e-12 else a for a in args)
+    transform, params = SETTINGS[name]
+    params = {**params, "tol": 1e-6} if "tol" in params else params  # a tolerance bf16 can reach
     z = (attention_scores((2, 4, 8, 64), seed=8) * 1e3).clamp(-1e4, 1e4).to(torch.bfloat16)
-    p = dense.apply(z, key_mask(2, 64, empty_rows=1), *args)
+    p = path(f"{transform} whole rows")(z, key_mask(2, 64, empty_rows=1), **params)
     assert p.dtype == torch.bfloat16 and torch.isfinite(p).all()
     assert (p[0] == 0).all() and torch.allclose(p[1:].float().sum(-1), torch.ones(1), atol=1e-2)
 
@@ -422,18 +461,6 @@ def test_compiled_keyword_gives_the_eager_result_in_bf16_with_empty_rows(fn, nea
 
 
 # ---------------------------------------------------------------- every path, any magnitude
-# The CPU has two paths for sparsemax / sparsegen-lin (whole rows from a folded bound, candidate lists)
-# and accelerators a third (whole rows, fixed shapes); entmax15 / entmax_bisect have a candidate and a
-# whole-row path. All of them run on CPU here.
-
-
-def _sparsemax_paths():
-    ts = importlib.import_module("ssaf.transforms.sparsemax")
-    return {
-        "folded": ts._FoldedSparsemaxFunction.apply,
-        "candidates": ts._SparsemaxFunction.apply,
-        "whole rows": lambda z, m, s: ts._DenseSparsemaxFunction.apply(z, m, s, False),
-    }
 
 
 def _sort_sparsemax(x: torch.Tensor) -> torch.Tensor:
@@ -446,6 +473,15 @@ def _sort_sparsemax(x: torch.Tensor) -> torch.Tensor:
     return (x - tau).clamp(min=0)
 
 
+def _sparsemax_paths():
+    """sparsemax's PATHS by route, as fn(z, mask, scale)."""
+    return {p.name.removeprefix("sparsemax "): (lambda z, m, s, p=p: p(z, m, scale=s)) for p in paths("sparsemax")}
+
+
+# derandomize draws the examples from a digest of the test's source, so editing its body draws others. Its
+# fp32 row-sum check (atol 1e-6) fails on ~0.5% of random examples of this strategy for the candidate path
+# and ~0.1% for whole rows (up to 3e-6 at n = 62, measured 2026-12-06 over 1500 draws): the examples of
+# this body pass; the tolerance is the coordinator's call (issue #33).
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     magnitude=st.sampled_from([1e-6, 1e-2, 1.0, 1e3, 4e7, 1e12, 1e20, 1e30]),
@@ -498,35 +534,27 @@ def test_the_reported_large_score_rows_are_exact_with_their_gradient(fn, z, expe
 @pytest.mark.parametrize("name", ["entmax15", "entmax_bisect(1.3)", "entmax_bisect(3.0)"])
 @pytest.mark.parametrize("magnitude", [1e3, 1e8, 1e20])
 def test_entmax_paths_agree_at_large_magnitudes(name, magnitude):
-    cand, dense, args = _paths(name)
+    transform, params = SETTINGS[name]
     z = (magnitude * (1 + 1e-6 * attention_scores((2, 3, 5, 24), seed=3, dtype=torch.float64))).contiguous()
     z[..., 0] = 0.0
     shifted = z - z.amax(-1, keepdim=True)
-    expected = entmax.entmax15(shifted, -1) if not args else entmax.entmax_bisect(shifted, args[0], -1, n_iter=200)
-    for fn in (cand, dense):
-        torch.testing.assert_close(fn.apply(z, None, *args), expected, atol=1e-9, rtol=0)
+    if transform == "entmax15":
+        expected = entmax.entmax15(shifted, -1)
+    else:
+        expected = entmax.entmax_bisect(shifted, params["alpha"], -1, n_iter=200)
+    assert len(paths(transform)) == 2
+    for p in paths(transform):
+        torch.testing.assert_close(p(z, None, **params), expected, atol=1e-9, rtol=0, msg=p.name)
 
 
 # ---------------------------------------------------------------- NaN and inf
 
 
-def _all_paths():
-    """(name, fn(z, mask) -> p) for every transform on every path that runs on CPU."""
-    te = importlib.import_module("ssaf.transforms.entmax")
-    paths = [
-        (f"sparsemax {k}", functools.partial(lambda z, m, f: f(z, m, 0.5), f=f)) for k, f in _sparsemax_paths().items()
-    ]
-    paths += [
-        ("entmax15 candidates", te._Entmax15Function.apply),
-        ("entmax15 whole rows", te._DenseEntmax15Function.apply),
-        ("entmax_bisect candidates", lambda z, m: te._EntmaxBisectFunction.apply(z, m, 1.3, 1e-6, 50, True)),
-        ("entmax_bisect whole rows", lambda z, m: te._DenseEntmaxBisectFunction.apply(z, m, 1.3, 1e-6, 50, True)),
-        ("softmax", lambda z, m: T.softmax(z, mask=m)),
-    ]
-    return paths
+# Every path that runs on CPU, as fn(z, mask) -> p: PATHS at their kwargs, and softmax.
+CPU_PATHS = {**{p.name: p for p in PATHS}, "softmax": lambda z, m: T.softmax(z, mask=m)}
 
 
-@pytest.mark.parametrize("name,fn", _all_paths(), ids=[n for n, _ in _all_paths()])
+@pytest.mark.parametrize("name,fn", CPU_PATHS.items(), ids=list(CPU_PATHS))
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_nan_or_inf_score_makes_its_row_nan_and_leaves_the_others(name, fn, bad):
     """One rule everywhere, as torch.softmax: a row with a NaN or +inf (valid or masked) is all NaN, with a
@@ -627,10 +655,8 @@ def test_wrong_argument_types_get_a_message_naming_them(call, match):
 # ---------------------------------------------------------------- double backward
 
 
-@pytest.mark.parametrize(
-    "name,fn", [p for p in _all_paths() if p[0] != "softmax"], ids=[n for n, _ in _all_paths() if n != "softmax"]
-)
-def test_double_backward_raises_a_clear_error(name, fn):
+@pytest.mark.parametrize("fn", PATHS, ids=[p.name for p in PATHS])
+def test_double_backward_raises_a_clear_error(fn):
     z = attention_scores((2, 7), dtype=torch.float64).requires_grad_()
     p = fn(z, None)
     with pytest.raises(RuntimeError, match=r"double backward \(create_graph=True.*not supported"):
@@ -664,13 +690,12 @@ def test_weighted_backward_is_the_jacobian_product_with_zero_row_sums(scale):
 def test_folded_rows_sum_to_one_within_two_ulps_at_very_negative_lam(n, lam):
     # Near-uniform rows (lam -> -inf) make the in-place passes round every entry at ~T / k: before the
     # output was normalised by its row sum, n = 10 at lam = -22025 summed to 1 + 1.2e-6 in fp32.
-    ts = importlib.import_module("ssaf.transforms.sparsemax")
     g = torch.Generator().manual_seed(0)
     z = (-0.01 * (1 + 1e-9 * torch.randn(4, n, generator=g, dtype=torch.float64))).to(torch.float32)
     z[0, 0] = 0.0
     z[1] = torch.randn(n, generator=g)
     s = 1.0 / (1.0 - lam)
-    p = ts._FoldedSparsemaxFunction.apply(z, None, s)
+    p = path("sparsemax folded")(z, None, scale=s)
     z64 = z.double()
     expected = _sort_sparsemax(s * (z64 - z64.amax(-1, keepdim=True)))
     eps = torch.finfo(torch.float32).eps
@@ -690,10 +715,11 @@ def test_entries_tied_at_the_threshold_get_no_gradient(n, lam, dtype):
     z[:, 0] = 1.0 - lam
     grad = torch.randn(3, n, generator=g, dtype=dtype)
     scale = 1.0 / (1.0 - lam)
-    paths = {"public": lambda z, m, s: T.sparsegen_lin(z, lam=lam), **_sparsemax_paths()}
-    for name, fn in paths.items():
+    calls = {"public": lambda z: T.sparsegen_lin(z, lam=lam)}
+    calls |= {p.name: functools.partial(p, mask=None, scale=scale) for p in paths("sparsemax")}
+    for name, fn in calls.items():
         leaf = z.clone().requires_grad_()
-        p = fn(leaf, None, scale)
+        p = fn(leaf)
         expected = torch.zeros_like(p)
         expected[:, 0] = 1.0
         assert torch.equal(p, expected), name
