@@ -1,7 +1,7 @@
 """Benchmark whole attention (scores, transform, P.V), forward and forward+backward, in one run (GPU).
 
 Rows per shape (B, H, L, D) and padding: sdpa (FlashAttention-2: the softmax limit), eager softmax, ssaf's
-torch path (``kernel="torch"``: the transform on materialised scores), ssaf's fused Triton kernel, the
+torch path (``backend="torch"``: the transform on materialised scores), ssaf's fused Triton kernel, the
 `entmax` package's transform inside the same eager attention, and AdaSplash (PyPI ``adasplash``) at the same
 alpha (2 for sparsemax, 1.5 for entmax15). Prints median ms and the ratio to sdpa; rows whose package is
 missing are skipped with a note. bf16 by default; padding keeps 50-100% of each sequence's keys.
@@ -121,9 +121,9 @@ def main() -> None:
                 label = name + "".join(f" {p}={x:g}" for p, x in params.items())
                 rows += [
                     (f"{label}: ssaf torch path", lambda q, k, v, m, n=name, p=params: K.sparse_attention(
-                        q, k, v, n, key_padding_mask=m, kernel="torch", **p)),
+                        q, k, v, n, key_padding_mask=m, backend="torch", **p)),
                     (f"{label}: ssaf Triton", lambda q, k, v, m, n=name, p=params: K.sparse_attention(
-                        q, k, v, n, key_padding_mask=m, kernel="triton", **p)),
+                        q, k, v, n, key_padding_mask=m, backend="triton", **p)),
                     (f"{label}: entmax package", package(name, params)),
                     (f"{label}: AdaSplash (alpha {alpha:g})" if alpha else f"{label}: AdaSplash", adasplash(alpha)),
                 ]  # fmt: skip

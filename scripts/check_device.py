@@ -162,12 +162,12 @@ def check_kernels(device: str) -> None:
         for transform, params in cases:
             for dtype in (torch.float32, torch.bfloat16):
                 outs = []
-                for dt, kernel in ((torch.float64, "torch"), (dtype, "triton")):
+                for dt, backend in ((torch.float64, "torch"), (dtype, "triton")):
                     leaves = [t.to(dt).requires_grad_() for t in (q, k, v)]
                     kw = {
                         n: torch.full((h,), x, dtype=dt, device=device, requires_grad=True) for n, x in params.items()
                     }
-                    out = K.sparse_attention(*leaves, transform, key_padding_mask=kpm, kernel=kernel, **kw)
+                    out = K.sparse_attention(*leaves, transform, key_padding_mask=kpm, backend=backend, **kw)
                     out.backward(do.to(dt))
                     outs.append([out.detach(), *(t.grad for t in leaves), *(t.grad for t in kw.values())])
                 tol = 3e-2 if dtype == torch.bfloat16 else 2e-4

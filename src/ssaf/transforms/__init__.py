@@ -8,7 +8,7 @@ are solved in fp32 and returned in their own dtype.
 from ssaf.transforms.entmax import entmax15, entmax_bisect
 from ssaf.transforms.learned import LearnedAlpha, LearnedLambda
 from ssaf.transforms.softmax import softmax
-from ssaf.transforms.sparsemax import sparsegen_lin, sparsemax
+from ssaf.transforms.sparsegen import sparsegen_lin, sparsemax
 
 __all__ = [
     "LearnedAlpha",
