@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## create .venv and install ssaf with its dev tools
 
-test: $(STAMP) ## every test that gates a merge (CI; no network; GPU tests skip without a GPU), ~10 min on 2 cores
+test: $(STAMP) ## every test that gates a merge (CI; no network; GPU tests skip without a GPU), ~11-12 min on 2 cores once installed
 	$(PY) -m pytest $(ARGS)
 
-test-unit: $(STAMP) ## the unit tests only (the maths, the adapter, data readers, contracts), ~1-2 min
+test-unit: $(STAMP) ## the unit tests only (the maths, the adapter, data readers, contracts), ~2-4 min (2 cores; 4 with an empty Triton cache)
 	$(PY) -m pytest -m "not integration" $(ARGS)
 
 test-gpu: $(STAMP) ## the CUDA tests (kernels and transforms at real shapes, bf16); on a machine with a GPU
