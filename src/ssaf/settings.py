@@ -11,8 +11,8 @@ Pure Python: importing it costs no torch or transformers.
 
 from __future__ import annotations
 
-import functools
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -120,8 +120,7 @@ class TaskSpec:
 class AttentionSpec:
     """Which transform the attention uses, its parameters and the path that serves it (see ``ssaf.registry``).
     Saved with a model (``config.ssaf_attention``), so a saved model restores its transform; a spec an older
-    ssaf saved, with ``compiled`` and ``kernel`` in place of ``backend``, still loads (see the end of this
-    section)."""
+    ssaf saved, with ``compiled`` and ``kernel`` in place of ``backend``, still loads (``from_dict``)."""
 
     transform: str = "sparse"
     lam: float = 0.0
@@ -172,27 +171,19 @@ class AttentionSpec:
                 f"config of type {type(config).__name__} has no ssaf_attention; build the model with "
                 "ssaf.attention.ssaf_config(base_config, AttentionSpec(...))"
             )
-        return cls(**spec)
+        return cls.from_dict(spec)
 
-
-_spec_init = AttentionSpec.__init__
-
-
-@functools.wraps(_spec_init)
-def _spec_init_reading_older_specs(
-    self: AttentionSpec, *args: Any, compiled: bool | None = None, kernel: str | None = None, **kwargs: Any
-) -> None:
-    """The dataclass's ``__init__``, also taking the ``compiled`` and ``kernel`` that a model config saved by an
-    older ssaf holds in place of ``backend``: transformers rebuilds the config with ``AttentionSpec(**saved)``
-    (``ssaf.attention``), so they are read here, once, as the backend they asked for."""
-    if compiled is not None or kernel is not None:
-        if "backend" in kwargs:
-            raise TypeError("AttentionSpec takes backend, or the compiled and kernel it replaced, not both")
-        kwargs["backend"] = registry.backend_of(bool(compiled), kernel or "auto")
-    _spec_init(self, *args, **kwargs)
-
-
-AttentionSpec.__init__ = _spec_init_reading_older_specs  # type: ignore[method-assign]
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> AttentionSpec:
+        """The spec of a ``to_dict()``, also one an older ssaf saved, whose ``compiled`` and ``kernel`` stood
+        where ``backend`` is now: read, once, as the backend they asked for (``registry.backend_of``)."""
+        values = dict(saved)
+        compiled, kernel = values.pop("compiled", None), values.pop("kernel", None)
+        if compiled is not None or kernel is not None:
+            if "backend" in values:
+                raise TypeError("AttentionSpec takes backend, or the compiled and kernel it replaced, not both")
+            values["backend"] = registry.backend_of(bool(compiled), kernel or "auto")
+        return cls(**values)
 
 
 # Keys an older ssaf read, retired: the schema still holds them (AttnSettings), unset, so that a command line or

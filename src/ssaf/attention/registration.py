@@ -31,7 +31,7 @@ def _config_class(family: str, base: type[PretrainedConfig]) -> type[PretrainedC
     def __init__(self: PretrainedConfig, ssaf_attention: dict[str, Any] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("attn_implementation", ATTN_IMPLEMENTATION)
         base.__init__(self, **kwargs)
-        self.ssaf_attention = AttentionSpec(**(ssaf_attention or {})).to_dict()
+        self.ssaf_attention = AttentionSpec.from_dict(ssaf_attention or {}).to_dict()
 
     name = f"Ssaf{base.__name__}"
     return type(name, (base,), {"model_type": f"ssaf_{family}", "__init__": __init__, "__module__": PACKAGE})

@@ -23,6 +23,6 @@ def _compile(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=True)
 
 
-def kernel(fn: Callable, compiled: bool) -> Callable:
+def maybe_compiled(fn: Callable, compiled: bool) -> Callable:
     """``fn`` itself, or its compiled version when ``compiled``."""
     return _compile(fn) if compiled else fn

@@ -48,7 +48,7 @@ from ssaf.transforms._common import (
     to_last,
     weighted_backward,
 )
-from ssaf.transforms._compiled import kernel
+from ssaf.transforms._compiled import maybe_compiled
 from ssaf.transforms._dense import (
     biased_shift,
     nan_rows,
@@ -195,9 +195,9 @@ class _DenseSparsemaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, mask: Tensor | None, scale: Tensor | float, compiled: bool) -> Tensor:
-        x, bad = shifted_scores(z, mask, scale, kernel(biased_shift, compiled))
-        tau, _ = sparsemax_threshold(x, kernel(sparsemax_passes, compiled))
-        p = kernel(sparsemax_output, compiled)(x, tau)
+        x, bad = shifted_scores(z, mask, scale, maybe_compiled(biased_shift, compiled))
+        tau, _ = sparsemax_threshold(x, maybe_compiled(sparsemax_passes, compiled))
+        p = maybe_compiled(sparsemax_output, compiled)(x, tau)
         # The support is read back from the fp32 probabilities, so it is exactly the solver's.
         ctx.save_for_backward(p, bad, scale if isinstance(scale, Tensor) else None)
         ctx.scale, ctx.compiled = (None if isinstance(scale, Tensor) else scale), compiled
@@ -208,7 +208,7 @@ class _DenseSparsemaxFunction(torch.autograd.Function):
         no_double_backward("sparsemax")
         p, bad, scale_t = ctx.saved_tensors
         scale = scale_t.to(p.dtype) if scale_t is not None else ctx.scale
-        gx, grad_z = kernel(sparsemax_backward, ctx.compiled)(p, g, scale)
+        gx, grad_z = maybe_compiled(sparsemax_backward, ctx.compiled)(p, g, scale)
         grad_scale = None
         if scale_t is not None and ctx.needs_input_grad[2]:
             # sum_i gx_i z_i = sum_i gx_i (p_i + tau) / scale = sum_i gx_i p_i / scale (gx sums to 0).
