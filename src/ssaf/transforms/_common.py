@@ -17,6 +17,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from ssaf.registry import PARAMS
+
 _warned: set[str] = set()
 _scratch = threading.local()
 
@@ -212,3 +214,16 @@ def sum_to_shape(g: Tensor, shape: torch.Size) -> Tensor:
     g = g.sum(dim=tuple(range(lead))) if lead > 0 else g
     dims = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
     return g.sum(dim=dims, keepdim=True) if dims else g
+
+
+def check_param(function: str, name: str, value: Tensor | float) -> None:
+    """A transform parameter's range, as the config checks it (``ssaf.registry.PARAMS[name]``); a tensor by
+    its extremes (NaN among them if it holds one), with one wait for the device."""
+    if isinstance(value, Tensor):
+        if value.numel():
+            for extreme in torch.stack(value.detach().aminmax()).tolist():
+                PARAMS[name].check(extreme)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{function}: {name} must be a float or a tensor, got {type(value).__name__}")
+    PARAMS[name].check(value)

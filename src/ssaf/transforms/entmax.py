@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssaf.registry import PARAMS
 from ssaf.transforms._candidates import find_candidates, gather, row_scale, scatter_rows, segment_sum, select
 from ssaf.transforms._common import (
     check_dim,
     check_input,
     check_k,
     check_mask,
+    check_param,
     compute_dtype,
     fill_rows,
     from_last,
@@ -315,16 +315,7 @@ class _DenseEntmaxBisectFunction(torch.autograd.Function):
 
 
 def _check_alpha(alpha: Tensor | float) -> None:
-    """alpha's range, as the config checks it (``ssaf.registry.PARAMS``); a tensor by its extremes (NaN
-    among them if it holds one)."""
-    if isinstance(alpha, Tensor):
-        if alpha.numel():
-            for extreme in torch.stack(alpha.detach().aminmax()).tolist():  # one wait for the device
-                PARAMS["alpha"].check(extreme)
-        return
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"entmax_bisect: alpha must be a float or a tensor, got {type(alpha).__name__}")
-    PARAMS["alpha"].check(alpha)
+    check_param("entmax_bisect", "alpha", alpha)
 
 
 def entmax_bisect(

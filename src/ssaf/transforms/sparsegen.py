@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssaf.registry import PARAMS
 from ssaf.transforms import _folds
 from ssaf.transforms._candidates import (
     find_candidates,
@@ -37,6 +36,7 @@ from ssaf.transforms._common import (
     check_input,
     check_k,
     check_mask,
+    check_param,
     compute_dtype,
     fill_rows,
     from_last,
@@ -259,16 +259,7 @@ def sparsemax(
 
 
 def _check_lam(lam: Tensor | float) -> None:
-    """lam's range, as the config checks it (``ssaf.registry.PARAMS``); a tensor by its extremes (NaN among
-    them if it holds one)."""
-    if isinstance(lam, Tensor):
-        if lam.numel():
-            for extreme in torch.stack(lam.detach().aminmax()).tolist():  # one wait for the device
-                PARAMS["lam"].check(extreme)
-        return
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise TypeError(f"sparsegen_lin: lam must be a float or a tensor, got {type(lam).__name__}")
-    PARAMS["lam"].check(lam)
+    check_param("sparsegen_lin", "lam", lam)
 
 
 def sparsegen_lin(
