@@ -14,6 +14,11 @@
 #               $SEEDS (seed 1 is the sweep's run at that lam: the same configuration, run once)
 #   nopretrain  the "Np" ablation on SST-2 sentences: model.pretrained=false, softmax and SSAF at SST-2's
 #               best lam, seeds $SEEDS
+#   explain     the paper's second claim ("a more interpretable representation"), measured: for each
+#               "dataset:seed,seed" in $EXPLAIN (default "sst2_sentences:1,2,3 semeval:1"), softmax, SSAF at the
+#               dataset's best lam and sparsemax (SSAF at lam 0) on those seeds, each the seeds or sweep stage's
+#               run where that exists; then ssaf-explain over those models on the test split ->
+#               $REPORT_DIR/explain/<dataset>/ (extra options in $EXPLAIN_ARGS, e.g. "--max-examples 500")
 #   report      every completed run's metrics.json copied to $ARCHIVE_DIR ($REPORT_DIR/runs: commit it with
 #               the report, it is what the numbers trace to), then ssaf-compare --paper over the archive ->
 #               $REPORT_DIR (the paper's table, the lam curves)
@@ -33,9 +38,11 @@ DATASETS="${DATASETS:-sst2_sentences sst5 semeval sentube_auto sentube_tablets}"
 LAMS="${LAMS:--8 -4 -2 -1 0}"
 SEEDS="${SEEDS:-1 2 3}"
 EXTRA="${EXTRA:-}"
+EXPLAIN="${EXPLAIN:-sst2_sentences:1,2,3 semeval:1}"
+EXPLAIN_ARGS="${EXPLAIN_ARGS:-}"
 : "${SSAF_DATA_DIR:?set SSAF_DATA_DIR to the folder with sst_sentences/ and sentiment_barnes/ (e.g. ../shared/data)}"
 export SSAF_DATA_DIR
-STAGES=(sweep seeds nopretrain report)
+STAGES=(sweep seeds nopretrain explain report)
 
 completed() {  # completed FILE: whether the metrics.json FILE is a completed run's
   [ -f "$1" ] && grep -q '"status": "completed"' "$1"
@@ -78,14 +85,33 @@ sweep() {
   done
 }
 
+run_dir() {  # run_dir DATASET softmax|LAM SEED: that run's folder (SSAF's seed 1 is the sweep's run)
+  if [ "$2" = softmax ]; then
+    echo "$STUDY_DIR/seeds/$1/softmax_s$3"
+  elif [ "$3" = 1 ]; then
+    echo "$STUDY_DIR/sweep/$1/sparse_lam$2"
+  else
+    echo "$STUDY_DIR/seeds/$1/sparse_lam${2}_s$3"
+  fi
+}
+
+run() {  # run DATASET softmax|LAM SEED: that run, into run_dir's folder
+  if [ "$2" = softmax ]; then
+    one "$(run_dir "$@")" "task=$1" attn=softmax "seed=$3"
+  else
+    one "$(run_dir "$@")" "task=$1" attn=sparse "attn.lam=$2" "seed=$3"
+  fi
+}
+
 seeds() {
   local d s lam
   for d in $DATASETS; do
     lam="$(best_lam "$d")" || return 1
     for s in $SEEDS; do
-      one "$STUDY_DIR/seeds/$d/softmax_s$s" "task=$d" attn=softmax "seed=$s" || return 1
-      [ "$s" = 1 ] && continue  # the sweep's run
-      one "$STUDY_DIR/seeds/$d/sparse_lam${lam}_s$s" "task=$d" attn=sparse "attn.lam=$lam" "seed=$s" || return 1
+      run "$d" softmax "$s" || return 1
+      if [ "$s" != 1 ]; then  # seed 1 is the sweep's run
+        run "$d" "$lam" "$s" || return 1
+      fi
     done
   done
 }
@@ -97,6 +123,36 @@ nopretrain() {
     one "$STUDY_DIR/nopretrain/softmax_s$s" task=sst2_sentences model.pretrained=false attn=softmax "seed=$s" || return 1
     one "$STUDY_DIR/nopretrain/sparse_lam${lam}_s$s" task=sst2_sentences model.pretrained=false attn=sparse \
       "attn.lam=$lam" "seed=$s" || return 1
+  done
+}
+
+explain() {
+  local spec d seeds lam attn s dir models
+  for spec in $EXPLAIN; do
+    d="${spec%%:*}" seeds="${spec#*:}"
+    if [ "$d" = "$spec" ] || [ -z "$d" ] || [ -z "$seeds" ]; then
+      echo "EXPLAIN entry '$spec': write dataset:seeds, e.g. EXPLAIN=\"sst2_sentences:1,2,3 semeval:1\"" >&2
+      return 1
+    fi
+    lam="$(best_lam "$d")" || return 1
+    local attns=(softmax "$lam" 0)
+    [ "$lam" = 0 ] && attns=(softmax 0)  # the best lam is sparsemax's: trained and scored once
+    models=()
+    for attn in "${attns[@]}"; do
+      for s in ${seeds//,/ }; do
+        run "$d" "$attn" "$s" || return 1
+        dir="$(run_dir "$d" "$attn" "$s")"
+        if [ ! -f "$dir/model/config.json" ]; then
+          echo "$dir is completed but keeps no model/ (its metrics.json copied from an archive?): move the" \
+            "folder away and run the stage again to retrain it" >&2
+          return 1
+        fi
+        models+=("$dir/model")
+      done
+    done
+    # shellcheck disable=SC2086  # EXPLAIN_ARGS is a list of options
+    "$py" -m ssaf.explain.cli "${models[@]}" --task "$d" --split test --out "$REPORT_DIR/explain/$d" \
+      $EXPLAIN_ARGS || return 1
   done
 }
 

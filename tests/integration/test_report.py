@@ -387,12 +387,12 @@ def test_reproduce_script_runs_each_part_once_at_the_chosen_lam_and_evaluates_on
 
 PROTOCOL_STUB = """#!/usr/bin/env bash
 # Stands in for the venv's python in scripts/reproduce.sh: logs each call; a train.py run writes a completed
-# metrics.json into its run dir unless its dir is named in $FAIL; --best-param answers -2.
-if [ "$1" = -m ]; then echo "REPORT ${*:2}" >> "$LOG"; echo -2; exit 0; fi
+# metrics.json and a model/ into its run dir unless its dir is named in $FAIL; --best-param answers $BEST (-2).
+if [ "$1" = -m ]; then echo "REPORT ${*:2}" >> "$LOG"; echo "${BEST:--2}"; exit 0; fi
 for a in "$@"; do case "$a" in hydra.run.dir=*) dir="${a#hydra.run.dir=}" ;; esac; done
 echo "RUN $*" >> "$LOG"
 if [ -n "${FAIL:-}" ] && [ "$dir" = "$FAIL" ]; then exit 1; fi
-mkdir -p "$dir" && echo '{"status": "completed"}' > "$dir/metrics.json"
+mkdir -p "$dir/model" && echo '{"status": "completed"}' > "$dir/metrics.json" && echo '{}' > "$dir/model/config.json"
 """
 
 
@@ -420,9 +420,17 @@ def test_the_paper_protocol_sweeps_lam_on_dev_then_runs_the_seeds_at_each_datase
     assert len(sweep) == 10  # 2 datasets x 5 lams, seed 1 only
     assert any("task=semeval attn=sparse attn.lam=-4 seed=1" in line for line in sweep)
     assert (study / "sweep" / "semeval" / "best_lam").read_text().strip() == "-2"
-    seeds = [line for line in runs if "/seeds/" in line]
+    seeds = [line for line in runs if "/seeds/" in line and "/sparse_lam0_" not in line]
     # softmax on seeds 1-3, SSAF at the chosen lam on seeds 2-3 (seed 1 is the sweep's run at that lam)
     assert len(seeds) == 2 * (3 + 2)
+    # explain: sparsemax on SST-2's seeds 2-3 (the rest are runs of the stages before), then the scoring
+    assert [line.split("/seeds/")[1] for line in runs if "/sparse_lam0_" in line] == [
+        "sst2_sentences/sparse_lam0_s2",
+        "sst2_sentences/sparse_lam0_s3",
+    ]
+    assert [line.split()[-1] for line in log if line.startswith("REPORT ssaf.explain.cli")] == [
+        f"{tmp_path / 'report' / 'explain' / d}" for d in ("sst2_sentences", "semeval")
+    ]
     third = f"seed=3 logger.mode=offline hydra.run.dir={study}/seeds/semeval/sparse_lam-2_s3"
     assert any(f"task=semeval attn=sparse attn.lam=-2 {third}" in line for line in seeds)
     assert not any("attn=sparse attn.lam=-2 seed=1" in line for line in seeds)
@@ -432,7 +440,9 @@ def test_the_paper_protocol_sweeps_lam_on_dev_then_runs_the_seeds_at_each_datase
     assert log[-1].startswith(f"REPORT ssaf.report {archive} --paper --out {tmp_path / 'report'}")
     # the report reads the archive: every completed run's metrics.json, at its path under the study
     archived = sorted(p.relative_to(archive) for p in archive.rglob("metrics.json"))
-    assert archived == sorted(p.relative_to(study) for p in study.rglob("metrics.json")) and len(archived) == 26
+    # 26 runs of the sweep, seeds and Np stages; explain adds sparsemax on SST-2's seeds 2-3 (its seed 1 and
+    # SemEval's are the sweep's lam = 0 runs, softmax and SSAF are the seeds stage's)
+    assert archived == sorted(p.relative_to(study) for p in study.rglob("metrics.json")) and len(archived) == 28
     # everything completed: a second call runs nothing; an unfinished run is resumed from its checkpoint
     unfinished = study / "seeds" / "semeval" / "softmax_s2"
     (unfinished / "metrics.json").write_text('{"status": "interrupted"}')
@@ -453,3 +463,49 @@ def test_the_paper_protocol_sweeps_lam_on_dev_then_runs_the_seeds_at_each_datase
     )
     r, _ = protocol(tmp_path, "glue")
     assert r.returncode == 2 and "unknown stage 'glue'" in r.stderr
+
+
+def test_the_explain_stage_scores_softmax_ssaf_at_the_best_lam_and_sparsemax_reusing_the_runs_it_finds(tmp_path):
+    study = tmp_path / "study"
+    r, _ = protocol(tmp_path, "explain", EXPLAIN="semeval:1")
+    assert r.returncode == 1 and "no best lam for semeval: run the sweep stage first" in r.stderr
+    for d, lam in (("sst2_sentences", "-16"), ("semeval", "-4")):  # a best lam the sweep did not write
+        (study / "sweep" / d).mkdir(parents=True)
+        (study / "sweep" / d / "best_lam").write_text(lam + "\n")
+    r, log = protocol(tmp_path, "seeds")  # softmax 1-3, SSAF at the best lam 2-3: reused by explain
+    assert r.returncode == 0, r.stderr
+    r, log = protocol(tmp_path, "explain", EXPLAIN="sst2_sentences:1,2 semeval:1", EXPLAIN_ARGS="--max-examples 9")
+    assert r.returncode == 0, r.stderr
+    runs = [line.split("hydra.run.dir=")[1] for line in log if line.startswith("RUN")]
+    assert runs == [  # the seeds stage's runs are reused; the sweep's runs at the best lam and at 0 trained
+        f"{study}/sweep/sst2_sentences/sparse_lam-16",
+        f"{study}/sweep/sst2_sentences/sparse_lam0",
+        f"{study}/seeds/sst2_sentences/sparse_lam0_s2",
+        f"{study}/sweep/semeval/sparse_lam-4",
+        f"{study}/sweep/semeval/sparse_lam0",
+    ]
+    assert "task=sst2_sentences attn=sparse attn.lam=0 seed=2 " in next(line for line in log if "lam0_s2" in line)
+    scored = [line for line in log if line.startswith("REPORT ssaf.explain.cli")]
+    sst2 = " ".join(
+        f"{study}/{run}/model"
+        for run in ("seeds/sst2_sentences/softmax_s1", "seeds/sst2_sentences/softmax_s2",
+                    "sweep/sst2_sentences/sparse_lam-16", "seeds/sst2_sentences/sparse_lam-16_s2",
+                    "sweep/sst2_sentences/sparse_lam0", "seeds/sst2_sentences/sparse_lam0_s2")
+    )  # fmt: skip
+    out = tmp_path / "report" / "explain"
+    options = f"--task sst2_sentences --split test --out {out}/sst2_sentences --max-examples 9"
+    assert scored[0] == f"REPORT ssaf.explain.cli {sst2} {options}"
+    assert scored[1].startswith(f"REPORT ssaf.explain.cli {study}/seeds/semeval/softmax_s1/model ") and len(scored) == 2
+    # a completed run without its model (metrics copied from an archive) is refused, naming the folder
+    (study / "sweep" / "semeval" / "sparse_lam0" / "model" / "config.json").unlink()
+    r, log = protocol(tmp_path, "explain", EXPLAIN="semeval:1")
+    assert r.returncode == 1 and f"{study}/sweep/semeval/sparse_lam0 is completed but keeps no model/" in r.stderr
+    assert not [line for line in log if line.startswith("RUN")]
+    # the best lam is 0: sparsemax is SSAF's run, trained and scored once
+    (study / "sweep" / "semeval" / "best_lam").write_text("0\n")
+    (study / "sweep" / "semeval" / "sparse_lam0" / "model" / "config.json").write_text("{}")
+    r, log = protocol(tmp_path, "explain", EXPLAIN="semeval:1")
+    assert r.returncode == 0 and log[-1].count("/model") == 2, log
+    for bad in ("semeval", "semeval:", ":1"):
+        r, _ = protocol(tmp_path, "explain", EXPLAIN=bad)
+        assert r.returncode == 1 and f"EXPLAIN entry '{bad}': write dataset:seeds" in r.stderr
