@@ -154,3 +154,29 @@ def test_the_cli_refuses_to_score_the_demo_set_unless_asked(tmp_path, monkeypatc
     monkeypatch.setattr(cli, "check_model_dir", lambda path: None)  # no model is loaded before the data check
     with pytest.raises(SystemExit, match=r"no real data for task sst2_sentences.*--data-source sample"):
         cli.main([str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_the_seeds_table_pools_the_seeds_of_one_model_and_is_left_out_without_them():
+    from ssaf.explain import report as R
+
+    def model(name: str, drop: float, support: int) -> R.ModelResult:
+        drops = {m: {k: drop for k in R.K_LABELS} for m in ("attention", "head3", "head5", "gradient", "random")}
+        drops["head5"] = {k: drop + 1 for k in R.K_LABELS}  # the best head: it must be read per model
+        s = E.SentenceScores(n_tokens=7, n_content=5, predicted=1, p=0.9, comprehensiveness=drops,
+                             sufficiency=drops, support=support, lexicon_attention=0.5, lexicon_text=0.2)  # fmt: skip
+        return R.ModelResult(name, "path", [s, s])
+
+    assert R.family("sparse lam=-8 seed 12") == "sparse lam=-8" and R.family("softmax") == "softmax"
+    single = [model("softmax seed 1", 0.1, 7), model("sparse lam=-8 seed 1", 0.2, 3)]
+    assert R.seeds_tables(single) == "" and "Over seeds" not in R.markdown(single, "# h")
+    pooled = [model("softmax seed 1", 0.1, 7), model("softmax seed 2", 0.3, 5), model("sparse lam=-8 seed 1", 0.2, 3)]
+    text = R.seeds_tables(pooled)
+    cells = " | ".join(["0.200 ± 0.141"] * len(R.K_LABELS))  # mean and std (ddof 1) of 0.1 and 0.3
+    assert f"| softmax | 2 | attention (heads averaged) | comprehensiveness | {cells} |" in text
+    best = " | ".join(["1.200 ± 0.141"] * len(R.K_LABELS))
+    assert f"| softmax | 2 | attention (each model's best head) | sufficiency | {best} |" in text
+    assert "| sparse lam=-8 | 1 | attention (heads averaged) | comprehensiveness | 0.200 |" in text
+    assert "| softmax | 2 | 0.300 ± 0.000 | 6.000 ± 1.414 |" in text  # lexicon difference, support
+    assert "## Over seeds" in R.markdown(pooled, "# h")
+    mean, err = R.curve_points(pooled[:2], "attention")
+    assert np.allclose(mean, 0.2) and np.allclose(err, np.sqrt(0.02))

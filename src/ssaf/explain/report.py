@@ -46,6 +46,71 @@ class ModelResult:
         return [t.get(method, {}).get(k, np.nan) for t in table]
 
 
+def family(name: str) -> str:
+    """A model's name without its seed: the models a seeds table pools ("sparse lam=-8 seed 2" -> "sparse
+    lam=-8")."""
+    return re.sub(r" seed \d+$", "", name)
+
+
+def families(results: list[ModelResult]) -> dict[str, list[ModelResult]]:
+    """The results grouped by ``family``, in the order the families first appear."""
+    out: dict[str, list[ModelResult]] = {}
+    for r in results:
+        out.setdefault(family(r.name), []).append(r)
+    return out
+
+
+# An explanation as the seeds table names it -> its key in one model's tables (the best head is each model's own).
+SEED_METHODS = {
+    "attention (heads averaged)": lambda r: "attention",
+    "attention (each model's best head)": lambda r: f"head{r.best_head()}",
+    "gradient x input": lambda r: "gradient",
+    "random (mean of draws)": lambda r: "random",
+}
+
+
+def over_seeds(models: list[ModelResult], statistic) -> tuple[float, float]:
+    """(mean, std with ddof 1; NaN for one model) over the models of one family of ``statistic(model)``, each
+    model's mean over its sentences."""
+    values = np.array([statistic(m) for m in models], dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
+def pm(mean_std: tuple[float, float]) -> str:
+    mean, std = mean_std
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def seeds_tables(results: list[ModelResult]) -> str:
+    """Per family (the same model on several seeds): each statistic's mean over sentences, then its mean ±
+    std over the seeds. Empty when no family has two seeds."""
+    groups = families(results)
+    if all(len(g) < 2 for g in groups.values()):
+        return ""
+    rows = ["| model | seeds | explanation | what | " + " | ".join(f"k = {k}" for k in K_LABELS) + " |"]
+    rows.append("|---|---|---|---|" + "---|" * len(K_LABELS))
+    for name, models in groups.items():
+        for shown, key in SEED_METHODS.items():
+            for what, label in (("comp", "comprehensiveness"), ("suff", "sufficiency")):
+                cells = [
+                    pm(over_seeds(models, lambda m, w=what, f=key, k=k: np.nanmean(m.drops(w, f(m), k))))
+                    for k in K_LABELS
+                ]
+                rows.append(f"| {name} | {len(models)} | {shown} | {label} | " + " | ".join(cells) + " |")
+    rest = ["| model | seeds | attention on lexicon words - their share of the text | support (heads averaged) | "
+            "support (per head) | entropy (nats) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, models in groups.items():
+        stats = [
+            over_seeds(models, lambda m: np.nanmean([s.lexicon_attention - s.lexicon_text for s in m.sentences
+                                                     if s.lexicon_text > 0])),
+            over_seeds(models, lambda m: np.mean([s.support for s in m.sentences])),
+            over_seeds(models, lambda m: np.mean([s.head_support for s in m.sentences])),
+            over_seeds(models, lambda m: np.mean([s.entropy for s in m.sentences])),
+        ]  # fmt: skip
+        rest.append(f"| {name} | {len(models)} | " + " | ".join(pm(c) for c in stats) + " |")
+    return "\n".join(rows) + "\n\n" + "\n".join(rest)
+
+
 def cell(values: list[float], seed: int = 0) -> str:
     mean, low, high = S.bootstrap_ci(values, seed=seed)
     return "n/a" if np.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -109,6 +174,14 @@ def markdown(results: list[ModelResult], header: str) -> str:
                 "## Compactness of the [CLS] attention row (last layer; special tokens included)",
                 compactness_table(results),
             ]
+            + (
+                [
+                    "## Over seeds: each model's mean over the sentences, then the mean ± std over its seeds",
+                    seeds,
+                ]
+                if (seeds := seeds_tables(results))
+                else []
+            )
         )
         + "\n"
     )
@@ -135,9 +208,22 @@ def summary_json(results: list[ModelResult]) -> dict:
     return out
 
 
+def curve_points(models: list[ModelResult], method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean drop per k, its error bars (2, k)) for one family: one model's bootstrap 95% interval over its
+    sentences, or for several seeds the mean over the seeds ± their std."""
+    if len(models) == 1:
+        stats = [S.bootstrap_ci(models[0].drops("comp", method, k)) for k in K_LABELS]
+        mean = np.array([s[0] for s in stats])
+        return mean, np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+    per_k = [over_seeds(models, lambda m, k=k: np.nanmean(m.drops("comp", method, k))) for k in K_LABELS]
+    mean, std = np.array([m for m, _ in per_k]), np.array([s for _, s in per_k])
+    return mean, np.stack([std, std])
+
+
 def deletion_curve(results: list[ModelResult], path: Path) -> None:
-    """Comprehensiveness against k: one colour per model; solid: attention (heads averaged), dotted:
-    gradient x input, dashed: random tokens. Error bars: the bootstrap 95% interval."""
+    """Comprehensiveness against k: one colour per model (the seeds of one model pooled: their mean); solid:
+    attention (heads averaged), dotted: gradient x input, dashed: random tokens. Error bars: one model's
+    bootstrap 95% interval, several seeds' std."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,19 +231,18 @@ def deletion_curve(results: list[ModelResult], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = np.arange(len(K_LABELS))
-    for i, r in enumerate(results):
+    for i, (name, models) in enumerate(families(results).items()):
         colour = f"C{i % 10}"
-        for method, style, label in (("attention", "-", r.name), ("gradient", ":", None), ("random", "--", None)):
-            stats = [S.bootstrap_ci(r.drops("comp", method, k)) for k in K_LABELS]
-            mean = np.array([s[0] for s in stats])
-            err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+        shown = name if len(models) == 1 else f"{name} ({len(models)} seeds, ± std)"
+        for method, style, label in (("attention", "-", shown), ("gradient", ":", None), ("random", "--", None)):
+            mean, err = curve_points(models, method)
             ax.errorbar(x, mean, yerr=err, color=colour, linestyle=style, marker="o", ms=3, capsize=2, label=label)
     ax.plot([], [], color="grey", linestyle="-", label="attention (heads averaged)")
     ax.plot([], [], color="grey", linestyle=":", label="gradient x input")
     ax.plot([], [], color="grey", linestyle="--", label="random tokens")
     ax.set_xticks(x, [f"k = {k}" for k in K_LABELS])
     ax.set_ylabel("drop in p(predicted class)")
-    ax.set_title("Deletion: the top-k tokens removed (95% bootstrap intervals)")
+    ax.set_title("Deletion: the top-k tokens removed")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
