@@ -180,3 +180,11 @@ def test_the_seeds_table_pools_the_seeds_of_one_model_and_is_left_out_without_th
     assert "## Over seeds" in R.markdown(pooled, "# h")
     mean, err = R.curve_points(pooled[:2], "attention")
     assert np.allclose(mean, 0.2) and np.allclose(err, np.sqrt(0.02))
+
+
+def test_probabilities_batched_by_length_come_back_in_the_order_given():
+    model = OneHotModel(key=42)
+    seqs = [[101, 42, 11, 12, 102], [101, 102], [101, 11, 42, 102], [101, 13, 14, 15, 16, 17, 102], [101, 42, 102]]
+    probs = E.probabilities(model, seqs, pad_id=0, batch_size=2)
+    alone = np.concatenate([E.probabilities(model, [s], pad_id=0) for s in seqs])
+    assert np.array_equal(probs, alone) and np.allclose(probs[:, 1], [0.9, 0.5, 0.9, 0.5, 0.9])

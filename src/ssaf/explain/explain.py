@@ -63,18 +63,24 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int, lexic
 
 @torch.no_grad()
 def probabilities(model: nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of each sequence (no padding in any: each is padded here, and masked)."""
-    out = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start : start + batch_size]
+    """Class probabilities of each sequence (no padding in any: each is padded here, and masked), in the
+    order given."""
+    # Batched by length: a sentence's deletions are nearly as long as it and its sufficiency edits a few
+    # tokens, so batches in the given order would be padded to twice the work.
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    out: list[np.ndarray] = [np.empty(0)] * len(sequences)
+    for start in range(0, len(order), batch_size):
+        chunk = [sequences[i] for i in order[start : start + batch_size]]
         width = max(len(s) for s in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for i, s in enumerate(chunk):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
-        out.append(model(input_ids=ids, attention_mask=mask).logits.double().softmax(-1).numpy())
-    return np.concatenate(out)
+        probs = model(input_ids=ids, attention_mask=mask).logits.double().softmax(-1).numpy()
+        for i, row in zip(order[start : start + batch_size], probs, strict=True):
+            out[i] = row
+    return np.stack(out)
 
 
 def cls_attention_and_gradient(model: Any, ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
