@@ -188,3 +188,15 @@ def test_probabilities_batched_by_length_come_back_in_the_order_given():
     probs = E.probabilities(model, seqs, pad_id=0, batch_size=2)
     alone = np.concatenate([E.probabilities(model, [s], pad_id=0) for s in seqs])
     assert np.array_equal(probs, alone) and np.allclose(probs[:, 1], [0.9, 0.5, 0.9, 0.5, 0.9])
+
+
+def test_attention_against_random_is_paired_per_sentence():
+    from ssaf.explain import report as R
+
+    def sentence(attention: float, random: float) -> E.SentenceScores:
+        drops = {"attention": {"1": attention}, "random": {"1": random}}
+        return E.SentenceScores(n_tokens=4, n_content=2, predicted=0, p=0.8, comprehensiveness=drops)
+
+    r = R.ModelResult("softmax", "path", [sentence(0.4, 0.1), sentence(0.2, 0.3)])
+    assert r.drops("comp", R.ATTN_VS_RANDOM, "1") == pytest.approx([0.3, -0.1])
+    assert "| softmax | attention - random | 0.100 [" in R.faithfulness_table([r], "comp")

@@ -14,6 +14,8 @@ from ssaf.explain import scores as S
 from ssaf.explain.explain import SentenceScores
 
 K_LABELS = (*(str(k) for k in S.K_FIXED), f"{round(100 * S.K_SHARE)}%")
+# The comparison the claim rests on, per sentence: how much more the attention's tokens matter than random ones.
+ATTN_VS_RANDOM = "attention - random"
 
 
 @dataclass
@@ -38,11 +40,15 @@ class ModelResult:
         head = self.best_head()
         if head is not None:
             out[f"attention (best head: {head})"] = f"head{head}"
-        out |= {"gradient x input": "gradient", "random (mean of draws)": "random"}
+        out |= {"gradient x input": "gradient", "random (mean of draws)": "random", ATTN_VS_RANDOM: ATTN_VS_RANDOM}
         return out
 
     def drops(self, what: str, method: str, k: str) -> list[float]:
+        """Each sentence's drop for ``method`` at ``k``; for ``ATTN_VS_RANDOM`` the attention's drop minus the
+        random tokens' on the same sentence (paired: the interval is that of the difference)."""
         table = [s.comprehensiveness if what == "comp" else s.sufficiency for s in self.sentences]
+        if method == ATTN_VS_RANDOM:
+            return [t.get("attention", {}).get(k, np.nan) - t.get("random", {}).get(k, np.nan) for t in table]
         return [t.get(method, {}).get(k, np.nan) for t in table]
 
 
@@ -66,6 +72,7 @@ SEED_METHODS = {
     "attention (each model's best head)": lambda r: f"head{r.best_head()}",
     "gradient x input": lambda r: "gradient",
     "random (mean of draws)": lambda r: "random",
+    ATTN_VS_RANDOM: lambda r: ATTN_VS_RANDOM,
 }
 
 
