@@ -280,6 +280,9 @@ def test_cli_a_sweep_relaunched_with_resume_true_continues_each_unfinished_job_a
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # A suite launched in the background by a shell without job control (`make test &`, nohup) inherits
+        # SIGINT ignored, and Python then installs no Ctrl-C handler: the signal below would be lost.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while not (job0 / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
