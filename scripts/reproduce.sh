@@ -138,8 +138,8 @@ explain() {
     local attns=(softmax "$lam" 0)
     [ "$lam" = 0 ] && attns=(softmax 0)  # the best lam is sparsemax's: trained and scored once
     models=()
-    for attn in "${attns[@]}"; do
-      for s in ${seeds//,/ }; do
+    for s in ${seeds//,/ }; do  # seed by seed: an interrupted scoring has whole seeds of every attention
+      for attn in "${attns[@]}"; do
         run "$d" "$attn" "$s" || return 1
         dir="$(run_dir "$d" "$attn" "$s")"
         if [ ! -f "$dir/model/config.json" ]; then

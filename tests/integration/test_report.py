@@ -488,9 +488,9 @@ def test_the_explain_stage_scores_softmax_ssaf_at_the_best_lam_and_sparsemax_reu
     scored = [line for line in log if line.startswith("REPORT ssaf.explain.cli")]
     sst2 = " ".join(
         f"{study}/{run}/model"
-        for run in ("seeds/sst2_sentences/softmax_s1", "seeds/sst2_sentences/softmax_s2",
-                    "sweep/sst2_sentences/sparse_lam-16", "seeds/sst2_sentences/sparse_lam-16_s2",
-                    "sweep/sst2_sentences/sparse_lam0", "seeds/sst2_sentences/sparse_lam0_s2")
+        for run in ("seeds/sst2_sentences/softmax_s1", "sweep/sst2_sentences/sparse_lam-16",
+                    "sweep/sst2_sentences/sparse_lam0", "seeds/sst2_sentences/softmax_s2",
+                    "seeds/sst2_sentences/sparse_lam-16_s2", "seeds/sst2_sentences/sparse_lam0_s2")
     )  # fmt: skip
     out = tmp_path / "report" / "explain"
     options = f"--task sst2_sentences --split test --out {out}/sst2_sentences --max-examples 9"
